@@ -1,0 +1,165 @@
+"""One adapter for vLLM and any other OpenAI-compatible server, on aiohttp.
+
+aiohttp was chosen over httpx by measurement (see docs/benchmarks.md): on one pinned core it costs a
+fraction of httpx's CPU per relayed request. One ``ClientSession`` per upstream keeps connections
+alive; the body is relayed chunk by chunk as the socket yields it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from adapters.base import (
+    Headers,
+    UpstreamBrokenStream,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+# Request headers never forwarded: hop-by-hop, framing (recomputed), the client's gateway
+# credentials (the upstream gets its own key), and cookies.
+_DROP_REQUEST = frozenset({
+    b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+    b"proxy-authorization", b"proxy-connection", b"content-length", b"authorization", b"api-key",
+    b"cookie", b"accept-encoding", b"expect",
+})
+# Response headers the gateway sets itself (framing, server identity).
+_DROP_RESPONSE = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+    "date", "server", "x-request-id",
+})
+
+
+@dataclass(frozen=True)
+class CompatConfig:
+    base_url: str  # e.g. http://127.0.0.1:8000/v1
+    name: str
+    api_key: str | None = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 600.0
+
+
+def _root(base_url: str) -> str:
+    """Server root: the client's path (/v1/...) and vLLM's own (/health, /tokenize) hang off it."""
+    base = base_url.rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+class CompatResponse:
+    __slots__ = ("status", "headers", "_resp")
+
+    def __init__(self, resp: aiohttp.ClientResponse):
+        self._resp = resp
+        self.status = resp.status
+        self.headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE
+        ]
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(str(exc) or "upstream read timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamBrokenStream(str(exc) or type(exc).__name__) from exc
+        finally:
+            self._resp.release()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._resp.content
+        try:
+            while True:
+                data = await content.readany()
+                if not data:
+                    break
+                yield data
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(str(exc) or "upstream read timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamBrokenStream(str(exc) or type(exc).__name__) from exc
+        finally:
+            self._resp.release()
+
+    def close(self) -> None:
+        self._resp.close()  # closes the connection: vLLM sees the disconnect and aborts
+
+
+class OpenAICompatUpstream:
+    def __init__(self, config: CompatConfig):
+        self.name = config.name
+        self.config = config
+        self._root = _root(config.base_url)
+        self._auth = (b"authorization", f"Bearer {config.api_key}".encode()) if config.api_key else None
+        self._session: aiohttp.ClientSession | None = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
+                                              sock_read=self.config.read_timeout_s),
+                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
+
+    async def send(self, method: str, path: str, body: bytes, headers: Headers) -> CompatResponse:
+        out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in _DROP_REQUEST]
+        if self._auth:
+            out.append((self._auth[0].decode(), self._auth[1].decode()))
+        try:
+            resp = await self._sess().request(method, self._root + path, data=body, headers=out,
+                                              allow_redirects=False)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                raise UpstreamConnectError(f"{self.name}: connect timed out") from exc
+            raise UpstreamTimeout(f"{self.name}: no response within {self.config.read_timeout_s}s") from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise UpstreamConnectError(f"{self.name}: {exc or type(exc).__name__}") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{self.name}: {exc}") from exc
+        return CompatResponse(resp)
+
+    async def _get(self, path: str, timeout_s: float) -> tuple[int, bytes]:
+        try:
+            async with self._sess().get(self._root + path, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                        headers=[self._auth_header()] if self._auth else None) as r:
+                return r.status, await r.read()
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"{self.name}: GET {path} timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamConnectError(f"{self.name}: GET {path}: {exc or type(exc).__name__}") from exc
+
+    def _auth_header(self) -> tuple[str, str]:
+        assert self._auth
+        return self._auth[0].decode(), self._auth[1].decode()
+
+    async def get_json(self, path: str, timeout_s: float) -> Any:
+        status, body = await self._get(path, timeout_s)
+        if status != 200:
+            raise UpstreamError(f"{self.name}: GET {path} -> {status}")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"{self.name}: GET {path}: not JSON") from exc
+
+    async def get_text(self, path: str, timeout_s: float) -> str:
+        status, body = await self._get(path, timeout_s)
+        if status != 200:
+            raise UpstreamError(f"{self.name}: GET {path} -> {status}")
+        return body.decode("utf-8", "replace")
+
+    async def probe(self, path: str, timeout_s: float) -> int:
+        return (await self._get(path, timeout_s))[0]
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,109 @@
+"""One error tree for everything the gateway itself refuses or fails.
+
+Each class carries the HTTP status, the OpenAI error ``type`` and a stable ``code``; one function
+renders the OpenAI envelope ``{"error": {"message", "type", "param", "code"}}`` for all of them.
+Errors are mapped by class, never by message text. Upstream 4xx/5xx responses are *not* wrapped:
+they pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.code, self.param)
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
+
+
+class MissingModel(InvalidRequest):
+    code = "missing_model"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class RouteNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class NoHealthyBackend(GatewayError):
+    status = 503
+    type = "service_unavailable_error"
+    code = "no_healthy_backend"
+
+
+class UpstreamUnreachable(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_connection_failed"
+
+
+class UpstreamTimedOut(GatewayError):
+    status = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def validation_error_body(errors: list[dict[str, Any]]) -> bytes:
+    """Render a pydantic/FastAPI validation failure as one OpenAI 400 envelope."""
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+    return error_body(message or "invalid request", "invalid_request_error", "invalid_request",
+                      ".".join(loc) or None)

@@ -1,0 +1,67 @@
+"""Reading a client request: the bounded body, and the model it names (JSON or multipart)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from gateway import errors
+
+_MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*\r\n([^\r\n]*)\r\n')
+
+
+async def read_body(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes:
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            try:
+                declared = int(v)
+            except ValueError:
+                raise errors.InvalidRequest("invalid Content-Length header") from None
+            if declared > limit:
+                raise errors.PayloadTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes.")
+            break
+    msg = await receive()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body"):
+        return body
+    parts = [body]
+    size = len(body)
+    while msg.get("more_body"):
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise errors.InvalidRequest("client disconnected while sending the body")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise errors.PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def request_model(path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse the body once; return (JSON payload or None for multipart, model or None)."""
+    ctype = b""
+    for k, v in headers:
+        if k == b"content-type":
+            ctype = v
+            break
+    if ctype.startswith(b"multipart/form-data"):
+        m = _MULTIPART_MODEL.search(body)
+        return None, m.group(1).decode("utf-8", "replace") if m else None
+    if not body:
+        raise errors.InvalidJSON("We could not parse the JSON body of your request: the body is empty.")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidJSON(f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(payload, dict):
+        raise errors.InvalidJSON("The request body must be a JSON object.")
+    model = payload.get("model")
+    if model is None:
+        return payload, None
+    if not isinstance(model, str) or not model:
+        raise errors.InvalidRequest("`model` must be a non-empty string", param="model")
+    return payload, model

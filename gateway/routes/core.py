@@ -1,0 +1,67 @@
+"""Control-plane routes: health, readiness, and the model list (OpenAI's list shape)."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import errors
+from gateway.runtime import Runtime, json_response
+
+_CREATED = int(time.time())
+
+
+def _backend_view(rt: Runtime) -> list[dict[str, object]]:
+    return [{"name": b.name, "healthy": b.healthy, "models": sorted(b.models), "outstanding": b.outstanding,
+             "managed": b.managed, "error": b.last_error} for b in rt.router.backends]
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    backends = _backend_view(rt)
+    if any(b.healthy for b in rt.router.backends):
+        return json_response({"status": "ready", "backends": backends})
+    reason = "no backend configured" if not backends else "no healthy backend"
+    return json_response({"status": "unavailable", "reason": reason, "backends": backends}, status=503,
+                         headers={"retry-after": "5"})
+
+
+def _model_entries(rt: Runtime) -> list[dict[str, object]]:
+    owners: dict[str, str] = {}
+    for b in rt.router.backends:
+        for m in b.models:
+            owners.setdefault(m, b.name)
+    out: list[dict[str, object]] = [{"id": m, "object": "model", "created": _CREATED, "owned_by": owner}
+                                    for m, owner in sorted(owners.items())]
+    for alias, target in sorted(rt.router.aliases.items()):
+        if target in owners and alias not in owners:
+            out.append({"id": alias, "object": "model", "created": _CREATED, "owned_by": "nometer",
+                        "root": target})
+    return out
+
+
+async def list_models(request: Request) -> Response:
+    return json_response({"object": "list", "data": _model_entries(request.app.state.runtime)})
+
+
+async def get_model(request: Request) -> Response:
+    model_id = request.path_params["model_id"]
+    for m in _model_entries(request.app.state.runtime):
+        if m["id"] == model_id:
+            return json_response(m)
+    raise errors.ModelNotFound(f"The model `{model_id}` does not exist.", param="model")
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/v1/models", list_models),
+    Route("/v1/models/{model_id:path}", get_model),
+]

@@ -1,0 +1,32 @@
+"""The live parts of one gateway process, wired once by ``create_app`` and shared by the routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from gateway.accounting.recorder import Recorder
+from gateway.accounting.store import Store
+from gateway.backends import BackendPool
+from gateway.managed import ManagedServer
+from gateway.proxy import Proxy
+from gateway.routing import Router
+from gateway.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    router: Router
+    pool: BackendPool
+    store: Store
+    recorder: Recorder
+    proxy: Proxy
+    managed: list[ManagedServer] = field(default_factory=list)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, headers=headers, media_type="application/json")

@@ -1,0 +1,140 @@
+"""One frozen, typed settings object: defaults -> YAML file -> ``NOMETER_*`` env -> CLI flags.
+
+Secrets are never inline: a backend names the env var that holds its key (``api_key_env``).
+Each component receives only its own sub-config (``settings.ledger`` for the recorder, ...).
+
+Env overrides: ``NOMETER_CONFIG`` (YAML path), shortcuts ``NOMETER_HOST``, ``NOMETER_PORT``,
+``NOMETER_DB``, ``NOMETER_BACKENDS`` (comma-separated URLs), and any nested key as
+``NOMETER_<SECTION>__<KEY>`` (value parsed as YAML), e.g. ``NOMETER_LEDGER__FLUSH_INTERVAL_MS=50``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_PORT = 7878  # vLLM uses 8000 and the LiteLLM proxy 4000
+DEFAULT_CACHE = Path(os.environ.get("NOMETER_CACHE", Path.home() / ".cache" / "nometer"))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_body_bytes: int = 64 * 1024 * 1024
+    log_level: str = "info"
+    access_log: bool = False  # one JSON line per request, written by the recorder (off the hot path)
+
+
+class UpstreamTimeouts(_Frozen):
+    connect_s: float = 5.0
+    read_s: float = 600.0  # longest silence allowed: first byte, and between stream chunks
+    health_s: float = 2.0
+
+
+class BackendSettings(_Frozen):
+    url: str  # base URL of an OpenAI-compatible server, usually ending in /v1
+    name: str | None = None
+    api_key_env: str | None = None  # env var holding the upstream key; never the key itself
+    models: tuple[str, ...] | None = None  # static list; None = discover from GET /v1/models
+
+    @field_validator("url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.rstrip("/")
+
+
+class ManagedSettings(_Frozen):
+    """A `vllm serve` process launched and supervised by the gateway."""
+
+    model: str  # HF id or local directory
+    port: int
+    served_name: str | None = None
+    python: str | None = None  # interpreter of the vLLM venv; default: $NOMETER_CACHE/vllm-venv
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    start_timeout_s: float = 300.0
+    max_backoff_s: float = 60.0
+
+
+class RoutingSettings(_Frozen):
+    health_interval_s: float = 5.0
+    models_refresh_s: float = 30.0
+    # What the response's "model" field says when the client used an alias:
+    # "served" (default) = the local model that really answered, as vLLM reports it;
+    # "requested" = the name the client sent (e.g. gpt-4.1), for clients that check it.
+    response_model: Literal["served", "requested"] = "served"
+    retry_other_backend: bool = True
+
+
+class LedgerSettings(_Frozen):
+    path: str = "nometer.db"  # SQLite file (the embedded default)
+    url: str | None = None  # postgresql://... when several replicas share one ledger
+    queue_max: int = 10_000
+    flush_interval_ms: int = 100
+    batch_max: int = 500
+
+
+class Settings(_Frozen):
+    server: ServerSettings = ServerSettings()
+    timeouts: UpstreamTimeouts = UpstreamTimeouts()
+    backends: tuple[BackendSettings, ...] = ()
+    managed: tuple[ManagedSettings, ...] = ()
+    aliases: dict[str, str] = Field(default_factory=dict)
+    routing: RoutingSettings = RoutingSettings()
+    ledger: LedgerSettings = LedgerSettings()
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    shortcuts = {"NOMETER_HOST": ("server", "host"), "NOMETER_PORT": ("server", "port"),
+                 "NOMETER_DB": ("ledger", "path")}
+    for var, (section, key) in shortcuts.items():
+        if var in env:
+            layer.setdefault(section, {})[key] = env[var]
+    if env.get("NOMETER_BACKENDS"):
+        layer["backends"] = [{"url": u.strip()} for u in env["NOMETER_BACKENDS"].split(",") if u.strip()]
+    for var, raw in env.items():
+        if not var.startswith("NOMETER_") or "__" not in var:
+            continue
+        path = [p.lower() for p in var[len("NOMETER_"):].split("__")]
+        node = layer
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = yaml.safe_load(raw)
+    return layer
+
+
+def load_settings(config: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings from every layer; later layers win. Raises ValueError on bad config."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = config or env.get("NOMETER_CONFIG")
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: top level must be a mapping")
+        data = _deep_merge(data, loaded)
+    data = _deep_merge(data, _env_layer(env))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return Settings.model_validate(data)
