@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from gateway.accounting.events import RequestRecord
 from gateway.accounting.store import Row
 from gateway.accounting.usage import Usage, extract
+
+log = logging.getLogger("nometer.recorder")
 
 
 def _day(ts: float) -> str:
@@ -28,6 +31,14 @@ def to_row(rec: RequestRecord, usage: Usage) -> Row:
 
 def make_finalizer(count_tokens: Callable[[str], int] | None) -> Callable[[list[RequestRecord]], list[Row]]:
     def finalize(batch: list[RequestRecord]) -> list[Row]:
-        return [to_row(rec, extract(rec, count_tokens)[0]) for rec in batch]
+        rows = []
+        for rec in batch:
+            try:
+                usage = extract(rec, count_tokens)[0]
+            except Exception:  # a malformed response must not cost the request its ledger row
+                log.exception("could not read usage of %s; recording it without counts", rec.request_id)
+                usage = Usage()
+            rows.append(to_row(rec, usage))
+        return rows
 
     return finalize

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.accounting.events import REFUSED, UNREACHABLE, RequestRecord
+from gateway.accounting.events import CLIENT_GONE, TIMEOUT, RequestRecord
 
 UPSTREAM = "upstream"
 ESTIMATED = "estimated"
@@ -166,8 +166,10 @@ def extract(rec: RequestRecord, count_tokens: Any = None) -> tuple[Usage, list[d
             usage = from_usage_object(body.get("usage"))
     if usage is not None and usage.prompt_tokens is not None:
         return usage, events
-    if rec.served_model is None or rec.request is None or rec.outcome in (UNREACHABLE, REFUSED):
-        return Usage(), events  # nothing reached a model server: nothing to count
+    # Estimate only where a model server did work that it could not report: the client left, the
+    # upstream went silent, or a stream broke. A refused or failed request (4xx/5xx body) counts nothing.
+    if rec.served_model is None or rec.request is None or not (rec.chunks or rec.outcome in (CLIENT_GONE, TIMEOUT)):
+        return Usage(), events
     completion = _content_deltas(events) if events is not None else 0
     prompt = count_tokens(request_text(rec.request)) if count_tokens else None
     total = None if prompt is None else prompt + completion
