@@ -41,7 +41,7 @@ class ManagedServer:
         env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # it would override --kv-cache-memory-bytes
         env.update(self.settings.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        logf = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - a local file, handed to the child
         try:
             proc = await asyncio.create_subprocess_exec(*command(self.settings), stdout=logf, stderr=logf,
                                                         stdin=asyncio.subprocess.DEVNULL, env=env,

@@ -43,8 +43,8 @@ def test_stream_usage_chunk_and_text() -> None:
 
 def test_responses_stream_completed_event() -> None:
     chunks = [b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"x"}\n\n',
-              b'event: response.completed\ndata: {"type":"response.completed","response":'
-              b'{"usage":{"input_tokens":4,"output_tokens":1,"total_tokens":5}}}\n\n']
+              (b'event: response.completed\ndata: {"type":"response.completed","response":'
+              b'{"usage":{"input_tokens":4,"output_tokens":1,"total_tokens":5}}}\n\n')]
     u, _ = extract(_rec(stream=True, chunks=chunks))
     assert (u.prompt_tokens, u.completion_tokens) == (4, 1)
 
