@@ -7,7 +7,6 @@ alive; the body is relayed chunk by chunk as the socket yields it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +48,11 @@ class CompatConfig:
 def _root(base_url: str) -> str:
     """Server root: the client's path (/v1/...) and vLLM's own (/health, /tokenize) hang off it."""
     base = base_url.rstrip("/")
-    return base[: -len("/v1")] if base.endswith("/v1") else base
+    return base.removesuffix("/v1")
 
 
 class CompatResponse:
-    __slots__ = ("status", "headers", "_resp")
+    __slots__ = ("_resp", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse):
         self._resp = resp
@@ -66,7 +65,7 @@ class CompatResponse:
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(str(exc) or "upstream read timed out") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamBrokenStream(str(exc) or type(exc).__name__) from exc
@@ -81,7 +80,7 @@ class CompatResponse:
                 if not data:
                     break
                 yield data
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(str(exc) or "upstream read timed out") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamBrokenStream(str(exc) or type(exc).__name__) from exc
@@ -117,7 +116,7 @@ class OpenAICompatUpstream:
         try:
             resp = await self._sess().request(method, self._root + path, data=body, headers=out,
                                               allow_redirects=False)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
                 raise UpstreamConnectError(f"{self.name}: connect timed out") from exc
             raise UpstreamTimeout(f"{self.name}: no response within {self.config.read_timeout_s}s") from exc
@@ -132,7 +131,7 @@ class OpenAICompatUpstream:
             async with self._sess().get(self._root + path, timeout=aiohttp.ClientTimeout(total=timeout_s),
                                         headers=[self._auth_header()] if self._auth else None) as r:
                 return r.status, await r.read()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"{self.name}: GET {path} timed out") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamConnectError(f"{self.name}: GET {path}: {exc or type(exc).__name__}") from exc
