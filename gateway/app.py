@@ -26,11 +26,14 @@ from gateway.accounting.rows import make_finalizer
 from gateway.accounting.store import SQLiteStore, Store
 from gateway.backends import BackendPool, build_backends
 from gateway.managed import ManagedServer
+from gateway.meter import ShadowMeter
 from gateway.proxy import Proxy, Receive, Scope, Send
-from gateway.routes import core
+from gateway.routes import core, meter
 from gateway.routing import Router
 from gateway.runtime import Runtime
 from gateway.settings import Settings
+from pricing.overrides import apply_overrides
+from pricing.store import PriceStore
 
 log = logging.getLogger("nometer")
 
@@ -41,15 +44,31 @@ def _estimate_tokens(text: str) -> int:
     return count_text(text, tokenizer_for("gpt-4o"))
 
 
+def price_store(settings: Settings) -> PriceStore:
+    directory = settings.meter.price_dir or Path(settings.ledger.path).resolve().parent / "prices"
+    return PriceStore(Path(directory))
+
+
+def build_meter(settings: Settings, prices: PriceStore) -> ShadowMeter:
+    """Price with the newest installed table plus config overrides, pinned so receipts can find it."""
+    table = prices.current()
+    if settings.meter.price_overrides:
+        table = apply_overrides(table, settings.meter.price_overrides)
+    prices.pin(table)
+    return ShadowMeter(settings.meter, table, settings.aliases)
+
+
 def build_runtime(settings: Settings) -> Runtime:
     router = Router(build_backends(settings), settings.aliases)
     pool = BackendPool(router, settings)
     store: Store = SQLiteStore(settings.ledger.path)
-    recorder = Recorder(store, settings.ledger, make_finalizer(_estimate_tokens))
+    prices = price_store(settings)
+    meter = build_meter(settings, prices)
+    recorder = Recorder(store, settings.ledger, make_finalizer(_estimate_tokens, meter))
     proxy = Proxy(router, pool, recorder.record, settings)
     log_dir = Path(settings.ledger.path).resolve().parent / "logs"
     managed = [ManagedServer(m, log_dir) for m in settings.managed]
-    return Runtime(settings, router, pool, store, recorder, proxy, managed)
+    return Runtime(settings, router, pool, store, recorder, proxy, managed, meter, prices)
 
 
 def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -131,7 +150,7 @@ def create_app(settings: Settings) -> NometerApp:
             await rt.store.close()
             log.info("nometer stopped; ledger: %d written, %d dropped", rt.recorder.written, rt.recorder.dropped)
 
-    control = Starlette(routes=core.routes, lifespan=lifespan, exception_handlers={
+    control = Starlette(routes=[*core.routes, *meter.routes], lifespan=lifespan, exception_handlers={
         errors.GatewayError: _gateway_error, HTTPException: _http_error, Exception: _server_error,
     })
     control.state.runtime = rt

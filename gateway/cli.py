@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from gateway import ledger_cli
+from gateway import ledger_cli, meter_cli
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--managed-name", help="served model name")
     s.set_defaults(func=_serve)
     ledger_cli.register(sub)
+    meter_cli.register(sub)
     args = p.parse_args(argv)
     rc: int = args.func(args)
     return rc

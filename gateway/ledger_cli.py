@@ -16,7 +16,7 @@ _TABLE_COLS = ("ts", "request_id", "requested_model", "served_model", "outcome",
                "prompt_tokens", "completion_tokens", "usage_source", "latency_ms", "team", "tag")
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def connect(path: str) -> sqlite3.Connection:
     if not os.path.exists(path):
         raise SystemExit(f"nometer: no ledger at {path}")
     conn = sqlite3.connect(path)
@@ -26,7 +26,7 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    conn = _connect(args.db)
+    conn = connect(args.db)
     rows = [dict(r) for r in conn.execute(
         "SELECT * FROM usage_events ORDER BY id DESC LIMIT ?", (args.limit,)).fetchall()][::-1]
     totals = dict(conn.execute(

@@ -122,7 +122,7 @@ class Proxy:
         watcher = asyncio.create_task(_watch_disconnect(receive, task, watch))
         resp: UpstreamResponse | None = None
         try:
-            resp, backend = await self._connect(scope, rec, route, body, forward_headers)
+            resp, backend, clocks = await self._connect(scope, rec, route, body, forward_headers)
             try:
                 rec.status = resp.status
                 if resp.status >= 400:
@@ -134,7 +134,10 @@ class Proxy:
                 else:
                     await self._relay_body(send, resp, rec, rename, watch)
             finally:
-                backend.outstanding -= 1
+                share, energy = backend.release()
+                rec.busy_s = share - clocks[0]
+                if backend.power_w is not None:
+                    rec.joules = energy - clocks[1]
         except errors.GatewayError as exc:
             rec.status, rec.error = exc.status, exc.message
             rec.outcome = ev.TIMEOUT if isinstance(exc, errors.UpstreamTimedOut) else ev.UNREACHABLE
@@ -153,27 +156,27 @@ class Proxy:
             watcher.cancel()
 
     async def _connect(self, scope: Scope, rec: RequestRecord, route: Route, body: bytes,
-                       headers: list[tuple[bytes, bytes]]) -> tuple[UpstreamResponse, Backend]:
+                       headers: list[tuple[bytes, bytes]]) -> tuple[UpstreamResponse, Backend, tuple[float, float]]:
         """Send to the least-busy healthy backend; on a connection failure try the next one."""
         tried: set[Backend] = set()
         while True:
             backend = self.router.pick(route.served, tried) if tried else self.router.pick(route.served)
             rec.backend = backend.name
-            backend.outstanding += 1
+            clocks = backend.acquire()
             try:
-                return await backend.upstream.send("POST", scope["path"], body, headers), backend
+                return await backend.upstream.send("POST", scope["path"], body, headers), backend, clocks
             except UpstreamConnectError as exc:
-                backend.outstanding -= 1
+                backend.release()
                 self.pool.mark_failed(backend, str(exc))
                 tried.add(backend)
                 if not self.retry or not any(b.healthy and b not in tried
                                              for b in self.router.served_by(route.served)):
                     raise errors.UpstreamUnreachable(f"Could not reach a backend for `{route.served}`: {exc}")
             except UpstreamTimeout as exc:
-                backend.outstanding -= 1
+                backend.release()
                 raise errors.UpstreamTimedOut(f"Upstream {backend.name} timed out: {exc}") from exc
             except BaseException:
-                backend.outstanding -= 1
+                backend.release()
                 raise
 
     async def _relay_body(self, send: Send, resp: UpstreamResponse, rec: RequestRecord,

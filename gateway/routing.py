@@ -7,6 +7,7 @@ update; the router only reads it.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,33 @@ class Backend:
     outstanding: int = 0
     last_error: str | None = None
     managed: bool = False
+    # Each in-flight request's share of this backend's busy time (and energy, when measured):
+    # share_clock = integral of dt / n(t) over time, advanced whenever n changes, so a request's
+    # share is the clock's difference between its release and acquire: O(1), no timers.
+    share_clock: float = 0.0
+    energy_clock: float = 0.0
+    power_w: float | None = None  # latest measured draw (NVML); None = not measured
+    _changed_at: float = 0.0
+
+    def _advance(self) -> float:
+        now = time.perf_counter()
+        if self.outstanding > 0:
+            dt = (now - self._changed_at) / self.outstanding
+            self.share_clock += dt
+            if self.power_w is not None:
+                self.energy_clock += dt * self.power_w
+        self._changed_at = now
+        return now
+
+    def acquire(self) -> tuple[float, float]:
+        self._advance()
+        self.outstanding += 1
+        return self.share_clock, self.energy_clock
+
+    def release(self) -> tuple[float, float]:
+        self._advance()
+        self.outstanding -= 1
+        return self.share_clock, self.energy_clock
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,11 @@ from gateway.accounting.recorder import Recorder
 from gateway.accounting.store import Store
 from gateway.backends import BackendPool
 from gateway.managed import ManagedServer
+from gateway.meter import ShadowMeter
 from gateway.proxy import Proxy
 from gateway.routing import Router
 from gateway.settings import Settings
+from pricing.store import PriceStore
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Runtime:
     recorder: Recorder
     proxy: Proxy
     managed: list[ManagedServer] = field(default_factory=list)
+    meter: ShadowMeter | None = None
+    prices: PriceStore | None = None
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

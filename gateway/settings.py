@@ -11,6 +11,7 @@ Env overrides: ``NOMETER_CONFIG`` (YAML path), shortcuts ``NOMETER_HOST``, ``NOM
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,37 @@ class LedgerSettings(_Frozen):
     batch_max: int = 500
 
 
+class BoxSettings(_Frozen):
+    """What the local box costs (see pricing/local.py for the defaults' sources).
+
+    Watts are wall draw: ``busy_watts`` while serving, ``idle_watts`` while waiting (idle draw is
+    reported per period, not charged to requests). Defaults describe a DGX Spark (GB10, 140 W SoC
+    TDP; about 35 W idle and 170 W busy at the wall): measure yours and override them.
+    """
+
+    idle_watts: Decimal = Decimal("35")
+    busy_watts: Decimal = Decimal("170")
+    usd_per_kwh: Decimal = Decimal("0.17")
+    hardware_usd: Decimal = Decimal("3999")
+    lifetime_years: Decimal = Decimal("3")
+    nvml: bool = True  # measure GPU energy with NVML when available (nvidia-ml-py)
+
+
+class MeterSettings(_Frozen):
+    """The shadow meter: which cloud models each local request is priced against, and how."""
+
+    references: tuple[str, ...] = ("gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-pro")
+    embedding_references: tuple[str, ...] = ("text-embedding-3-small",)
+    model_references: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # served model or alias
+    # conservative: the cloud would have cached every prefix vLLM found cached (cheaper cloud,
+    # smaller savings); none: the cloud bills every input token at the full rate.
+    cache_mode: Literal["conservative", "none"] = "conservative"
+    price_dir: str | None = None  # installed price tables; default: <ledger dir>/prices
+    price_overrides: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+    box: BoxSettings = BoxSettings()
+    backend_box: dict[str, BoxSettings] = Field(default_factory=dict)  # per backend name
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
@@ -91,6 +123,7 @@ class Settings(_Frozen):
     aliases: dict[str, str] = Field(default_factory=dict)
     routing: RoutingSettings = RoutingSettings()
     ledger: LedgerSettings = LedgerSettings()
+    meter: MeterSettings = MeterSettings()
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

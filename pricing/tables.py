@@ -339,7 +339,12 @@ def load_table(path: Path, *, date: dt.date | None = None) -> PriceTable:
     return parse_table(path.read_bytes(), date=date, source=str(path))
 
 
+SHIPPED_DATE: Final = dt.date(2026, 11, 28)
+"""When the shipped snapshot was taken (litellm 1.110.2's backup price map). Fixed here, not read
+from the file's mtime, so every clone and install gives the snapshot the same id."""
+
+
 @cache
 def shipped_table() -> PriceTable:
     """The snapshot shipped in this package, parsed once per process."""
-    return load_table(SHIPPED_SNAPSHOT)
+    return load_table(SHIPPED_SNAPSHOT, date=SHIPPED_DATE)

@@ -43,6 +43,9 @@ class RequestRecord:
     ttft_s: float | None = None
     latency_s: float | None = None
     client_wants_usage: bool = False
+    busy_s: float | None = None  # this request's share of its backend's busy time
+    joules: float | None = None  # its share of measured energy (None: not measured)
+    hosted_cost_usd: str | None = None  # route=hosted: provider usage priced with the table (decimal string)
     # Raw material for the recorder: the parsed request and the response bytes (non-stream body,
     # or the list of stream chunks). Kept by reference only; never written to the ledger.
     request: dict[str, Any] | None = None
@@ -56,4 +59,11 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "provider", "fallback_cause", "outcome", "status", "stream", "prompt_tokens", "completion_tokens",
     "total_tokens", "cached_tokens", "reasoning_tokens", "usage_source", "latency_ms", "ttft_ms",
     "key_id", "team", "tag", "error",
+    # schema v2: the shadow meter
+    "uid", "price_table_id", "cache_mode", "busy_s", "joules", "box", "local_energy_pusd",
+    "local_hardware_pusd", "receipt_sha256", "hosted_cost_pusd",
+)
+SHADOW_COLUMNS: tuple[str, ...] = (
+    "event_uid", "ref_index", "ref_model", "price_key", "tokenizer", "estimated", "input_tokens",
+    "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cloud_pusd", "savings_pusd",
 )

@@ -14,16 +14,16 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from gateway.accounting.events import RequestRecord
-from gateway.accounting.store import Row, Store
+from gateway.accounting.store import LedgerBatchLike, Store
 from gateway.settings import LedgerSettings
 
 log = logging.getLogger("nometer.recorder")
 
-Finalizer = Callable[[list[RequestRecord]], Sequence[Row]]
+Finalizer = Callable[[list[RequestRecord]], LedgerBatchLike]
 
 
 class Recorder:
@@ -41,7 +41,7 @@ class Recorder:
         self.dropped = 0
         self.written = 0
         self.failed_batches = 0
-        self.listeners: list[Callable[[Sequence[Row]], Any]] = []  # e.g. metrics, after a write
+        self.listeners: list[Callable[[LedgerBatchLike], Any]] = []  # e.g. metrics, after a write
 
     @property
     def depth(self) -> int:
@@ -86,20 +86,20 @@ class Recorder:
                 continue
             await self._write(rows)
 
-    async def _write(self, rows: Sequence[Row]) -> None:
+    async def _write(self, rows: LedgerBatchLike) -> None:
         for attempt in range(4):
             try:
-                await self._store.insert_events(rows)
-                self.written += len(rows)
+                await self._store.insert_batch(rows)
+                self.written += len(rows.events)
                 for listener in self.listeners:
                     listener(rows)
                 return
             except Exception:
-                log.exception("ledger write of %d rows failed (attempt %d)", len(rows), attempt + 1)
+                log.exception("ledger write of %d rows failed (attempt %d)", len(rows.events), attempt + 1)
                 await asyncio.sleep(0.2 * 2 ** attempt)
         self.failed_batches += 1
-        self.dropped += len(rows)
-        log.error("LEDGER WRITE GAVE UP: %d usage events lost", len(rows))
+        self.dropped += len(rows.events)
+        log.error("LEDGER WRITE GAVE UP: %d usage events lost", len(rows.events))
 
     async def stop(self) -> None:
         """Stop the writer and drain the queue (called on graceful shutdown)."""

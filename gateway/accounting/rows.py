@@ -1,23 +1,48 @@
-"""Records -> ledger rows. Runs in the recorder's worker thread, never on the event loop."""
+"""Records -> ledger rows. Runs in the recorder's worker thread, never on the event loop.
+
+Each record becomes one ``usage_events`` row and, when the shadow meter priced it, one
+``shadow_costs`` row per reference cloud model. A record whose response cannot be read still
+gets its row (without counts): a usage record is never lost to a parsing problem.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from gateway.accounting.events import RequestRecord
 from gateway.accounting.store import Row
 from gateway.accounting.usage import Usage, extract
+from gateway.meter import Shadow, ShadowMeter, answer_of, box_json, pico, rounded_busy, rounded_joules
 
 log = logging.getLogger("nometer.recorder")
+
+
+@dataclass
+class LedgerBatch:
+    events: list[Row] = field(default_factory=list)
+    shadows: list[Row] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events)
 
 
 def _day(ts: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ts))
 
 
-def to_row(rec: RequestRecord, usage: Usage) -> Row:
+def to_row(rec: RequestRecord, usage: Usage, uid: str, shadow: Shadow | None) -> Row:
+    busy, joules = rounded_busy(rec.busy_s), rounded_joules(rec.joules)
+    if shadow is not None:
+        local = shadow.receipt["local"]
+        meter: tuple[object, ...] = (
+            shadow.inputs.table.id, shadow.inputs.cache_mode, busy, joules, box_json(shadow.inputs.box),
+            pico(local["energy_usd"]), pico(local["hardware_share_usd"]), shadow.digest)
+    else:
+        meter = (None, None, busy, joules, None, None, None, None)
     return (
         rec.request_id, rec.started, _day(rec.started), rec.endpoint, rec.requested_model,
         rec.served_model, rec.backend, rec.route, rec.provider, rec.fallback_cause, rec.outcome,
@@ -25,20 +50,36 @@ def to_row(rec: RequestRecord, usage: Usage) -> Row:
         usage.cached_tokens, usage.reasoning_tokens, usage.source,
         None if rec.latency_s is None else round(rec.latency_s * 1000, 3),
         None if rec.ttft_s is None else round(rec.ttft_s * 1000, 3),
-        rec.key_id, rec.team, rec.tag, rec.error,
+        rec.key_id, rec.team, rec.tag, rec.error, uid, *meter, pico(rec.hosted_cost_usd),
     )
 
 
-def make_finalizer(count_tokens: Callable[[str], int] | None) -> Callable[[list[RequestRecord]], list[Row]]:
-    def finalize(batch: list[RequestRecord]) -> list[Row]:
-        rows = []
+def shadow_rows(uid: str, shadow: Shadow) -> list[Row]:
+    out: list[Row] = []
+    for i, ref in enumerate(shadow.receipt["references"]):
+        t = ref["tokens"]
+        out.append((uid, i, ref["model"], ref["price_key"], ref["tokenizer"], int(ref["estimated"]),
+                    t["input"], t["cached"], t["cache_write"], t["output"], t["reasoning"],
+                    pico(ref["cloud_usd"]), pico(ref["savings_usd"])))
+    return out
+
+
+def make_finalizer(count_tokens: Callable[[str], int] | None,
+                   meter: ShadowMeter | None = None) -> Callable[[list[RequestRecord]], LedgerBatch]:
+    def finalize(batch: list[RequestRecord]) -> LedgerBatch:
+        out = LedgerBatch()
         for rec in batch:
+            uid = uuid.uuid4().hex
+            usage, shadow = Usage(), None
             try:
-                usage = extract(rec, count_tokens)[0]
+                usage, events = extract(rec, count_tokens)
+                if meter is not None:
+                    shadow = meter.measure(rec, usage, answer_of(rec, events))
             except Exception:  # a malformed response must not cost the request its ledger row
-                log.exception("could not read usage of %s; recording it without counts", rec.request_id)
-                usage = Usage()
-            rows.append(to_row(rec, usage))
-        return rows
+                log.exception("could not meter %s; recording it without counts", rec.request_id)
+            out.events.append(to_row(rec, usage, uid, shadow))
+            if shadow is not None:
+                out.shadows.extend(shadow_rows(uid, shadow))
+        return out
 
     return finalize

@@ -43,6 +43,40 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         "CREATE INDEX usage_events_request_id ON usage_events (request_id)",
         "CREATE INDEX usage_events_day_team ON usage_events (day, team)",
     )),
+    # 2: the shadow meter. Per event: the pinned price table, the cache mode, the local-cost inputs
+    # (busy share, measured joules, box parameters as JSON) and results in integer pico-dollars
+    # (exact SUMs in SQL); per event and reference cloud model: the re-counted tokens and prices.
+    (2, (
+        "ALTER TABLE usage_events ADD COLUMN uid TEXT",
+        "ALTER TABLE usage_events ADD COLUMN price_table_id TEXT",
+        "ALTER TABLE usage_events ADD COLUMN cache_mode TEXT",
+        "ALTER TABLE usage_events ADD COLUMN busy_s DOUBLE PRECISION",
+        "ALTER TABLE usage_events ADD COLUMN joules DOUBLE PRECISION",
+        "ALTER TABLE usage_events ADD COLUMN box TEXT",
+        "ALTER TABLE usage_events ADD COLUMN local_energy_pusd BIGINT",
+        "ALTER TABLE usage_events ADD COLUMN local_hardware_pusd BIGINT",
+        "ALTER TABLE usage_events ADD COLUMN receipt_sha256 TEXT",
+        "ALTER TABLE usage_events ADD COLUMN hosted_cost_pusd BIGINT",  # route=hosted: what the provider billed
+        "CREATE UNIQUE INDEX usage_events_uid ON usage_events (uid)",
+        """CREATE TABLE shadow_costs (
+            id {pk},
+            event_uid TEXT NOT NULL,
+            ref_index INTEGER NOT NULL,
+            ref_model TEXT NOT NULL,
+            price_key TEXT,
+            tokenizer TEXT NOT NULL,
+            estimated INTEGER NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            cached_tokens BIGINT NOT NULL,
+            cache_write_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            reasoning_tokens BIGINT NOT NULL,
+            cloud_pusd BIGINT,
+            savings_pusd BIGINT
+        )""",
+        "CREATE INDEX shadow_costs_event ON shadow_costs (event_uid)",
+        "CREATE INDEX shadow_costs_model ON shadow_costs (ref_model)",
+    )),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -7,32 +7,44 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiosqlite
 
 from gateway.accounting import schema
-from gateway.accounting.events import EVENT_COLUMNS
+from gateway.accounting.events import EVENT_COLUMNS, SHADOW_COLUMNS
 
 Row = tuple[Any, ...]
 
 
 class Store(Protocol):
+    placeholder: str  # "?" (SQLite) or "$" (PostgreSQL: $1, $2, ...)
     async def open(self) -> None:
         """Connect and bring the schema to the latest version."""
         ...
 
-    async def insert_events(self, rows: Sequence[Row]) -> None: ...
+    async def insert_batch(self, batch: LedgerBatchLike) -> None:
+        """Write a batch's event rows and shadow rows in one transaction."""
+        ...
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
     async def close(self) -> None: ...
 
 
-_INSERT = (f"INSERT INTO usage_events ({', '.join(EVENT_COLUMNS)}) "
-           f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})")
+class LedgerBatchLike(Protocol):
+    events: list[Row]
+    shadows: list[Row]
+
+
+def insert_sql(table: str, columns: Sequence[str], placeholder: Callable[[int], str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(placeholder(i + 1) for i in range(len(columns)))})"
+
+
+_INSERT_EVENT = insert_sql("usage_events", EVENT_COLUMNS, lambda i: "?")
+_INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS, lambda i: "?")
 
 
 def migrate_sqlite(conn: sqlite3.Connection) -> int:
@@ -67,6 +79,8 @@ def _migrate_file(path: Path) -> None:
 
 
 class SQLiteStore:
+    placeholder = "?"
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
@@ -79,11 +93,13 @@ class SQLiteStore:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
 
-    async def insert_events(self, rows: Sequence[Row]) -> None:
+    async def insert_batch(self, batch: LedgerBatchLike) -> None:
         assert self._db is not None
         await self._db.execute("BEGIN")
         try:
-            await self._db.executemany(_INSERT, rows)
+            await self._db.executemany(_INSERT_EVENT, batch.events)
+            if batch.shadows:
+                await self._db.executemany(_INSERT_SHADOW, batch.shadows)
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")

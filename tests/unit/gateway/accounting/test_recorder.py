@@ -72,11 +72,11 @@ async def test_schema_is_versioned_and_reopen_is_idempotent(tmp_path: Path) -> N
 class _FailingStore(SQLiteStore):
     fails = 2
 
-    async def insert_events(self, rows: object) -> None:  # type: ignore[override]
+    async def insert_batch(self, rows: object) -> None:  # type: ignore[override]
         if self.fails:
             self.fails -= 1
             raise sqlite3.OperationalError("database is locked")
-        await super().insert_events(rows)  # type: ignore[arg-type]
+        await super().insert_batch(rows)  # type: ignore[arg-type]
 
 
 async def test_write_failure_is_retried(tmp_path: Path) -> None:

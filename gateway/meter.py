@@ -1,0 +1,215 @@
+"""The shadow meter: what each local request would have cost in the cloud, and what it cost here.
+
+Runs in the recorder's worker thread (never on the event loop). For every local request that a
+model server worked on, and for each reference cloud model, it re-counts the request and the
+answer in that model's own tokens (pricing.tokens), prices them with the pinned price table, and
+prices the local side (the request's share of busy time and energy, plus hardware write-off).
+The stored quantities are exactly the inputs of ``pricing.receipt.compute_receipt``, so anyone can
+recompute every figure later (``nometer verify``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from gateway.accounting.events import RequestRecord
+from gateway.accounting.usage import Usage
+from gateway.settings import BoxSettings, MeterSettings
+from pricing.cost import CloudUsage
+from pricing.local import BoxCost
+from pricing.money import as_decimal, decimal_str
+from pricing.receipt import ReceiptInputs, ReferenceTokens, compute_receipt, receipt_digest
+from pricing.tables import PriceTable
+from pricing.tokens import count_chat_prompt, count_completion, count_text, tokenizer_for
+
+PICO = Decimal(10) ** 12
+_CHAT = "/v1/chat/completions"
+_METERED = frozenset({_CHAT, "/v1/completions", "/v1/responses", "/v1/embeddings"})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the model produced, as text, for re-counting (never stored)."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    inputs: ReceiptInputs
+    receipt: dict[str, Any]
+    digest: str
+
+
+def box_cost(b: BoxSettings) -> BoxCost:
+    return BoxCost(idle_watts=b.idle_watts, busy_watts=b.busy_watts, usd_per_kwh=b.usd_per_kwh,
+                   hardware_usd=b.hardware_usd, lifetime_years=b.lifetime_years)
+
+
+def box_json(box: BoxCost) -> str:
+    return orjson.dumps({k: decimal_str(getattr(box, k)) for k in
+                         ("idle_watts", "busy_watts", "usd_per_kwh", "hardware_usd", "lifetime_years")}).decode()
+
+
+def box_from_json(text: str) -> BoxCost:
+    d = orjson.loads(text)
+    return BoxCost(**{k: as_decimal(v) for k, v in d.items()})
+
+
+def rounded_busy(seconds: float | None) -> float | None:
+    """Busy share as stored in the ledger and used in receipts (microseconds)."""
+    return None if seconds is None else round(seconds, 6)
+
+
+def rounded_joules(joules: float | None) -> float | None:
+    return None if joules is None else round(joules, 3)
+
+
+def pico(value: str | None) -> int | None:
+    """A decimal-string dollar amount as integer pico-dollars (exact sums in SQL)."""
+    return None if value is None else int((Decimal(value) * PICO).to_integral_value())
+
+
+class ShadowMeter:
+    def __init__(self, settings: MeterSettings, table: PriceTable, aliases: Mapping[str, str]):
+        self.settings = settings
+        self.table = table
+        self.aliases = dict(aliases)
+        self._default_box = box_cost(settings.box)
+        self._boxes = {name: box_cost(b) for name, b in settings.backend_box.items()}
+
+    def references(self, rec: RequestRecord) -> list[str]:
+        s = self.settings
+        if rec.endpoint == "/v1/embeddings":
+            refs = list(s.model_references.get(rec.requested_model) or s.model_references.get(
+                rec.served_model or "") or s.embedding_references)
+        else:
+            refs = list(s.model_references.get(rec.requested_model) or s.model_references.get(
+                rec.served_model or "") or s.references)
+        # A client that asked for a cloud name through an alias compares against that name first.
+        if rec.requested_model != rec.served_model and self.table.resolve(rec.requested_model) is not None \
+                and rec.requested_model not in refs:
+            refs.insert(0, rec.requested_model)
+        return refs
+
+    def measure(self, rec: RequestRecord, usage: Usage, answer: Answer) -> Shadow | None:
+        if rec.route != "local" or rec.endpoint not in _METERED or usage.prompt_tokens is None or not rec.request:
+            return None
+        refs = tuple(self._count(ref, rec, usage, answer) for ref in self.references(rec))
+        busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))
+        joules = None if rec.joules is None else Decimal(repr(rounded_joules(rec.joules)))
+        inputs = ReceiptInputs(references=refs, table=self.table, cache_mode=self.settings.cache_mode,
+                               busy_seconds=busy, box=self._boxes.get(rec.backend or "", self._default_box),
+                               joules=joules)
+        receipt = compute_receipt(inputs)
+        return Shadow(inputs, receipt, receipt_digest(receipt))
+
+    def _count(self, ref: str, rec: RequestRecord, usage: Usage, answer: Answer) -> ReferenceTokens:
+        spec = tokenizer_for(ref)
+        req = rec.request or {}
+        if rec.endpoint == _CHAT:
+            messages = req.get("messages") if isinstance(req.get("messages"), list) else []
+            tools = req.get("tools") if isinstance(req.get("tools"), list) else None
+            prompt = count_chat_prompt(messages, tools, spec)
+        elif rec.endpoint == "/v1/responses":
+            prompt = _responses_prompt(req, spec)
+        else:  # completions: prompt; embeddings: input
+            prompt = sum(count_text(t, spec) for t in _texts(req.get("prompt", req.get("input"))))
+        output = 0 if rec.endpoint == "/v1/embeddings" else count_completion(
+            answer.reasoning + answer.content, list(answer.tool_calls) or None, spec)
+        reasoning = min(output, count_text(answer.reasoning, spec)) if answer.reasoning else 0
+        cached = 0
+        if usage.cached_tokens and usage.prompt_tokens:
+            # the cloud would have cached the same share of the prompt that vLLM found cached
+            cached = min(prompt, prompt * usage.cached_tokens // usage.prompt_tokens)
+        return ReferenceTokens(ref, spec.name, spec.estimated,
+                               CloudUsage(prompt, output, cached_tokens=cached, reasoning_tokens=reasoning))
+
+
+def _texts(v: Any) -> list[str]:
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list):
+        return [x for x in v if isinstance(x, str)]  # token-id prompts are not text: not counted
+    return []
+
+
+def _responses_prompt(req: dict[str, Any], spec: Any) -> int:
+    inp = req.get("input")
+    n = count_text(req["instructions"], spec) if isinstance(req.get("instructions"), str) else 0
+    if isinstance(inp, str):
+        return n + count_chat_prompt([{"role": "user", "content": inp}], None, spec)
+    if isinstance(inp, list):
+        msgs = [m for m in inp if isinstance(m, dict) and "role" in m]
+        return n + count_chat_prompt(msgs, req.get("tools") if isinstance(req.get("tools"), list) else None, spec)
+    return n
+
+
+def answer_of(rec: RequestRecord, events: list[dict[str, Any]] | None) -> Answer:
+    """The generated text of a finished request, from its stream events or its JSON body."""
+    content: list[str] = []
+    reasoning: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    if events is not None:
+        for ev in events:
+            for ch in ev.get("choices") or ():
+                if not isinstance(ch, dict):
+                    continue
+                d = ch.get("delta")
+                if isinstance(d, dict):
+                    _collect(d, content, reasoning)
+                    for tc in d.get("tool_calls") or ():
+                        if isinstance(tc, dict):
+                            slot = calls.setdefault(int(tc.get("index", 0)), {"name": "", "arguments": ""})
+                            fn = tc.get("function") or {}
+                            slot["name"] += fn.get("name") or ""
+                            slot["arguments"] += fn.get("arguments") or ""
+                elif isinstance(ch.get("text"), str):
+                    content.append(ch["text"])
+            if ev.get("type") == "response.output_text.delta" and isinstance(ev.get("delta"), str):
+                content.append(ev["delta"])
+            elif ev.get("type") == "response.reasoning_text.delta" and isinstance(ev.get("delta"), str):
+                reasoning.append(ev["delta"])
+        tool_calls = tuple({"type": "function", "function": c} for _, c in sorted(calls.items()))
+        return Answer("".join(content), "".join(reasoning), tool_calls)
+    if not rec.response:
+        return Answer()
+    try:
+        body = orjson.loads(rec.response)
+    except orjson.JSONDecodeError:
+        return Answer()
+    if not isinstance(body, dict):
+        return Answer()
+    tcs: list[dict[str, Any]] = []
+    for ch in body.get("choices") or ():
+        if not isinstance(ch, dict):
+            continue
+        msg = ch.get("message")
+        if isinstance(msg, dict):
+            _collect(msg, content, reasoning)
+            tcs.extend(tc for tc in msg.get("tool_calls") or () if isinstance(tc, dict))
+        elif isinstance(ch.get("text"), str):
+            content.append(ch["text"])
+    for item in body.get("output") or ():  # Responses API
+        if not isinstance(item, dict):
+            continue
+        for part in item.get("content") or ():
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                (reasoning if item.get("type") == "reasoning" else content).append(part["text"])
+    return Answer("".join(content), "".join(reasoning), tuple(tcs))
+
+
+def _collect(d: dict[str, Any], content: list[str], reasoning: list[str]) -> None:
+    if isinstance(d.get("content"), str):
+        content.append(d["content"])
+    for key in ("reasoning_content", "reasoning"):
+        if isinstance(d.get(key), str):
+            reasoning.append(d[key])
+            break

@@ -1,0 +1,93 @@
+"""Shadow-meter routes: the savings report as JSON (or CSV), and per-request receipts.
+
+Admin callers see everything; a team key sees only its own team (the identity, when keys are on,
+is put in the scope as ``nometer.identity`` by the auth step)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import errors
+from gateway.accounting import receipts
+from gateway.accounting.period import parse_period
+from gateway.accounting.report import DIMENSIONS, ReportQuery, build, queries
+from gateway.accounting.report_format import to_csv
+from gateway.runtime import Runtime, json_response
+
+
+def caller_team(request: Request) -> tuple[bool, str | None]:
+    """(is_admin, team) of the caller; no identity (auth mode open) means admin on loopback."""
+    ident = request.scope.get("nometer.identity")
+    if ident is None:
+        return True, None
+    return bool(getattr(ident, "is_admin", False)), getattr(ident, "team", None)
+
+
+def hardware_usd(rt: Runtime) -> Decimal:
+    meter = rt.settings.meter
+    boxes = [meter.backend_box.get(b.name, meter.box) for b in rt.router.backends if b.name in meter.backend_box]
+    return sum((b.hardware_usd for b in boxes), Decimal(0)) or meter.box.hardware_usd
+
+
+async def run_report(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
+    results = {name: await rt.store.fetch(sql, params) for name, (sql, params) in queries(q, rt.store.placeholder).items()}
+    primary = q.compare[0] if q.compare else (rt.settings.meter.references[0] if rt.settings.meter.references else None)
+    return build(q, results, hardware_usd=hardware_usd(rt), primary=primary, now=time.time(),
+                 order=rt.settings.meter.references)
+
+
+def parse_query(request: Request) -> ReportQuery:
+    p = request.query_params
+    try:
+        lo, hi = parse_period(p.get("since"), p.get("from"), p.get("to"), time.time())
+    except ValueError as exc:
+        raise errors.InvalidRequest(str(exc), param="since") from None
+    by = p.get("by")
+    if by is not None and by not in DIMENSIONS:
+        raise errors.InvalidRequest(f"`by` must be one of {', '.join(DIMENSIONS)}", param="by")
+    compare = tuple(m.strip() for m in p.get("compare", "").split(",") if m.strip())
+    is_admin, team = caller_team(request)
+    wanted = p.get("team")
+    if not is_admin:
+        if wanted not in (None, team):
+            raise errors.PermissionDenied("a team key can only read its own team's report", param="team")
+        wanted = team
+    return ReportQuery(since=lo, until=hi, by=by, compare=compare, team=wanted)
+
+
+async def report(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    data = await run_report(rt, parse_query(request))
+    if request.query_params.get("format") == "csv":
+        return Response(to_csv(data), media_type="text/csv")
+    return json_response(data)
+
+
+async def receipt(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    rid = request.path_params["request_id"]
+    ph = rt.store.placeholder
+    rows = await rt.store.fetch(receipts.EVENT_SQL.format(p="?" if ph == "?" else "$1"), [rid])
+    is_admin, team = caller_team(request)
+    if not rows or (not is_admin and rows[0]["team"] != team):
+        raise errors.RouteNotFound(f"No receipt for request `{rid}`.", param="request_id")
+    event = rows[0]
+    if event["receipt_sha256"] is None:
+        raise errors.RouteNotFound(f"Request `{rid}` was not metered (outcome {event['outcome']}, "
+                                   f"route {event['route']}): it has no receipt.", param="request_id")
+    shadows = await rt.store.fetch(receipts.SHADOW_SQL.format(p="?" if ph == "?" else "$1"), [event["uid"]])
+    assert rt.prices is not None
+    data = receipts.recompute(event, shadows, rt.prices)
+    return json_response(receipts.view(event, data))
+
+
+routes = [
+    Route("/v1/nometer/report", report),
+    Route("/v1/nometer/receipts/{request_id:path}", receipt),
+]
