@@ -11,8 +11,8 @@ Env overrides: ``NOMETER_CONFIG`` (YAML path), shortcuts ``NOMETER_HOST``, ``NOM
 from __future__ import annotations
 
 import os
-from decimal import Decimal
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,11 +92,11 @@ class BoxSettings(_Frozen):
     TDP; about 35 W idle and 170 W busy at the wall): measure yours and override them.
     """
 
-    idle_watts: Decimal = Decimal("35")
-    busy_watts: Decimal = Decimal("170")
+    idle_watts: Decimal = Decimal(35)
+    busy_watts: Decimal = Decimal(170)
     usd_per_kwh: Decimal = Decimal("0.17")
-    hardware_usd: Decimal = Decimal("3999")
-    lifetime_years: Decimal = Decimal("3")
+    hardware_usd: Decimal = Decimal(3999)
+    lifetime_years: Decimal = Decimal(3)
     nvml: bool = True  # measure GPU energy with NVML when available (nvidia-ml-py)
 
 
