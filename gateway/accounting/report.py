@@ -83,6 +83,10 @@ def usd(pusd: int | Decimal | None) -> str:
     return decimal_str(Decimal(pusd or 0) / PICO)
 
 
+def _priced(ref: dict[str, Any], col: str) -> str | None:
+    return None if int(ref["unpriced"]) == int(ref["requests"]) else usd(int(ref[col]))
+
+
 def _group(ev: dict[str, Any], refs: dict[str, dict[str, Any]], hosted: dict[str, dict[str, Any]],
            compare: Sequence[str]) -> dict[str, Any]:
     energy, hardware = int(ev["energy_pusd"]), int(ev["hardware_pusd"])
@@ -98,13 +102,14 @@ def _group(ev: dict[str, Any], refs: dict[str, dict[str, Any]], hosted: dict[str
         "cloud_tokens": {m: {"input": int(refs[m]["input_tokens"]), "output": int(refs[m]["output_tokens"]),
                              "cached": int(refs[m]["cached_tokens"]), "reasoning": int(refs[m]["reasoning_tokens"]),
                              "estimated": bool(refs[m]["estimated"])} for m in names},
-        "cloud_cost_usd": {m: usd(int(refs[m]["cloud_pusd"])) for m in names},
+        # a reference no request could be priced against is "unpriced" (None), never $0
+        "cloud_cost_usd": {m: _priced(refs[m], "cloud_pusd") for m in names},
         "unpriced_requests": {m: int(refs[m]["unpriced"]) for m in names},
         "local_cost_usd": {"energy": usd(energy), "hardware": usd(hardware), "total": usd(energy + hardware)},
         "hosted_spend_usd": usd(int(ev["hosted_pusd"])),
         "hosted_spend_by_cause": {c: {"requests": int(h["requests"]), "usd": usd(int(h["hosted_pusd"]))}
                                   for c, h in sorted(hosted.items())},
-        "savings_usd": {m: usd(int(refs[m]["savings_pusd"])) for m in names},
+        "savings_usd": {m: _priced(refs[m], "savings_pusd") for m in names},
         # what the box earns toward its own price: avoided cloud spend minus energy (hardware excluded)
         "_recoup_pusd": {m: int(refs[m]["cloud_pusd"]) - int(refs[m]["priced_energy_pusd"]) for m in names},
         "_span": (ev["first_ts"], ev["last_ts"]),
@@ -146,12 +151,15 @@ def build(q: ReportQuery, results: dict[str, list[dict[str, Any]]], *, hardware_
 
 
 def _sum_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
-    def add_money(key: str) -> dict[str, str]:
-        acc: dict[str, Decimal] = {}
+    def add_money(key: str) -> dict[str, str | None]:
+        acc: dict[str, Decimal | None] = {}
         for g in groups:
             for m, v in g[key].items():
-                acc[m] = acc.get(m, Decimal(0)) + Decimal(v)
-        return {m: decimal_str(v) for m, v in acc.items()}
+                if v is not None:
+                    acc[m] = (acc.get(m) or Decimal(0)) + Decimal(v)
+                else:
+                    acc.setdefault(m, None)
+        return {m: None if v is None else decimal_str(v) for m, v in acc.items()}
 
     t: dict[str, Any] = {"key": "total"}
     for k in ("requests", "local_requests", "hosted_requests", "failed_requests"):

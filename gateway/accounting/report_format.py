@@ -10,7 +10,7 @@ from typing import Any
 
 def _money(v: str | None) -> str:
     if v is None:
-        return "-"
+        return "unpriced"
     d = Decimal(v)
     q = Decimal("0.01") if abs(d) >= 1 else Decimal("0.0001") if abs(d) >= Decimal("0.01") else Decimal("0.000001")
     return f"${d.quantize(q, rounding=ROUND_HALF_UP):,}"
@@ -36,8 +36,8 @@ def to_csv(data: dict[str, Any]) -> str:
                g["local_cost_usd"]["total"], g["hosted_spend_usd"]]
         for m in refs:
             t = g["cloud_tokens"].get(m, {})
-            row += [t.get("input", 0), t.get("output", 0), g["cloud_cost_usd"].get(m, "0"),
-                    g["savings_usd"].get(m, "0"), g["unpriced_requests"].get(m, 0)]
+            row += [t.get("input", 0), t.get("output", 0), g["cloud_cost_usd"].get(m, "0") or "unpriced",
+                    g["savings_usd"].get(m, "0") or "unpriced", g["unpriced_requests"].get(m, 0)]
         w.writerow(row)
     return buf.getvalue()
 

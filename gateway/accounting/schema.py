@@ -77,6 +77,24 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         "CREATE INDEX shadow_costs_event ON shadow_costs (event_uid)",
         "CREATE INDEX shadow_costs_model ON shadow_costs (ref_model)",
     )),
+    # 3: API keys (gateway/keys.py). Only a SHA-256 digest of each key is stored; `revision`
+    # grows with every write so a running gateway notices changes made by the CLI.
+    (3, (
+        """CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            team TEXT NOT NULL,
+            digest TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            disabled DOUBLE PRECISION,
+            expires DOUBLE PRECISION,
+            replaced_by TEXT,
+            revision BIGINT NOT NULL
+        )""",
+        "CREATE INDEX api_keys_team ON api_keys (team)",
+        "CREATE INDEX api_keys_revision ON api_keys (revision)",
+    )),
 )
 
 LATEST = MIGRATIONS[-1][0]

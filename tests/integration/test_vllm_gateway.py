@@ -167,3 +167,34 @@ def test_usage_cli_json(gw: GatewayServer, tmp_path: Path) -> None:
     table = subprocess.run([sys.executable, "-m", "gateway", "usage", "--db", str(gw.db_path)],
                            capture_output=True, check=True, timeout=60, text=True).stdout
     assert "requests in the ledger" in table
+
+
+def test_prefix_cache_is_metered_and_report_matches_ledger(gw: GatewayServer, client: openai.OpenAI) -> None:
+    """vLLM reports cached prompt tokens (--enable-prompt-tokens-details); in conservative mode the
+    cloud reference is assumed to have cached the same share. Then the report, computed by SQL,
+    must equal a plain-Python sum over the ledger, and every receipt must verify."""
+    from decimal import Decimal
+
+    from tests.integration.test_meter import independent_totals, nometer
+
+    long = [{"role": "user", "content": "def add(a, b): return a + b\n" * 120}]
+    client.chat.completions.create(model="tiny-llama", messages=long, max_tokens=2)
+    raw = client.chat.completions.with_raw_response.create(model="tiny-llama", messages=long, max_tokens=2)
+    usage = raw.parse().usage
+    assert usage and usage.prompt_tokens_details and usage.prompt_tokens_details.cached_tokens
+    rid = raw.headers["x-request-id"]
+    assert gw.row(rid)["cached_tokens"] == usage.prompt_tokens_details.cached_tokens
+    receipt = httpx.get(f"{gw.url}/v1/nometer/receipts/{rid}").json()
+    gpt = receipt["references"][0]
+    assert gpt["model"] == "gpt-4.1" and 0 < gpt["tokens"]["cached"] <= gpt["tokens"]["input"]
+    assert {t["kind"]: t["rate_field"] for t in gpt["terms"]}["cache_read"] == "cache_read_input_token_cost"
+
+    rep = httpx.get(gw.url + "/v1/nometer/report", params={"by": "model"}).json()
+    want = independent_totals(gw.db_path)
+    for ref in rep["references"]:
+        assert Decimal(rep["totals"]["cloud_cost_usd"][ref]) == want[ref]["cloud"]
+        assert Decimal(rep["totals"]["savings_usd"][ref]) == want[ref]["savings"]
+    assert {g["key"] for g in rep["groups"]} >= {"tiny-llama", "tiny-embed"}
+    assert rep["totals"]["requests"] == len(gw.rows())
+    out = nometer("verify", "--db", str(gw.db_path))
+    assert out.returncode == 0 and "MISMATCH" not in out.stdout, out.stdout

@@ -1,0 +1,196 @@
+"""The shadow meter end to end on a real SQLite ledger: reports equal independent sums of the
+ledger, receipts are recomputable, a price update leaves old receipts alone, and `verify` catches
+tampering. The upstream is the fake (its answers are deterministic); test_vllm_meter.py repeats the
+report check through a real vLLM."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from gateway.accounting.report import PICO
+from pricing.tables import SHIPPED_SNAPSHOT
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.gateway_server import GatewayServer, gateway_settings
+
+MSG = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "name three prime numbers"}]
+
+
+def nometer(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120)
+
+
+def independent_totals(db: Path) -> dict[str, dict[str, Decimal]]:
+    """Sum the ledger with plain Python, not the report's SQL."""
+    with sqlite3.connect(db) as c:
+        c.row_factory = sqlite3.Row
+        events = {r["uid"]: dict(r) for r in c.execute("SELECT * FROM usage_events")}
+        out: dict[str, dict[str, Decimal]] = {}
+        for s in c.execute("SELECT * FROM shadow_costs"):
+            acc = out.setdefault(s["ref_model"], {"cloud": Decimal(0), "savings": Decimal(0), "input": Decimal(0)})
+            acc["cloud"] += Decimal(s["cloud_pusd"]) / PICO
+            acc["savings"] += Decimal(s["savings_pusd"]) / PICO
+            acc["input"] += s["input_tokens"]
+        local = sum(Decimal(e["local_energy_pusd"] + e["local_hardware_pusd"]) for e in events.values()
+                    if e["local_energy_pusd"] is not None) / PICO
+        out["_local"] = {"total": local}
+        return out
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as f:
+        yield f
+
+
+def start(tmp_path: Path, fake: FakeUpstream, **over: Any) -> GatewayServer:
+    return GatewayServer(gateway_settings(tmp_path, [fake.base_url], aliases={"gpt-4o": "fake-model"}, **over)).start()
+
+
+def test_report_equals_independent_sums_and_groups(tmp_path: Path, fake: FakeUpstream) -> None:
+    g = start(tmp_path, fake)
+    try:
+        c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
+        for tag in ("a", "a", "b"):
+            c.chat.completions.create(model="fake-model", messages=MSG, extra_headers={"x-nometer-tag": tag})
+        list(c.chat.completions.create(model="gpt-4o", messages=MSG, stream=True,
+                                       extra_headers={"x-nometer-tag": "b"}))
+        g.wait_rows(4)
+        rep = httpx.get(g.url + "/v1/nometer/report", params={"by": "tag"}).json()
+    finally:
+        g.stop()
+    want = independent_totals(g.db_path)
+    # the aliased request asked for a cloud name: that name becomes a reference too
+    assert rep["references"] == ["gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-pro", "gpt-4o"]
+    for ref in ("gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-pro", "gpt-4o"):
+        assert Decimal(rep["totals"]["cloud_cost_usd"][ref]) == want[ref]["cloud"] > 0
+        assert Decimal(rep["totals"]["savings_usd"][ref]) == want[ref]["savings"]
+        assert rep["totals"]["cloud_tokens"][ref]["input"] == want[ref]["input"]
+    assert Decimal(rep["totals"]["local_cost_usd"]["total"]) == want["_local"]["total"] > 0
+    assert [grp["key"] for grp in rep["groups"]] == ["a", "b"]
+    assert [grp["requests"] for grp in rep["groups"]] == [2, 2]
+    assert rep["totals"]["cloud_tokens"]["claude-sonnet-4-5"]["estimated"] is True
+    assert rep["totals"]["cloud_tokens"]["gpt-4.1"]["estimated"] is False
+    assert rep["cache_modes"] == ["conservative"] and len(rep["price_tables"]) == 1
+    # the CLI prints the same figures
+    out = nometer("report", "--db", str(g.db_path), "--by", "tag", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    cli = json.loads(out.stdout)
+    assert cli["totals"]["cloud_cost_usd"] == rep["totals"]["cloud_cost_usd"]
+    assert cli["groups"] == rep["groups"]
+    csv_out = nometer("report", "--db", str(g.db_path), "--format", "csv").stdout.splitlines()
+    assert csv_out[0].startswith("group,requests") and csv_out[1].startswith("total,4,")
+    table = nometer("report", "--db", str(g.db_path), "--compare", "gpt-4.1").stdout
+    assert "savings vs gpt-4.1" in table and "payback" in table
+
+
+def test_openai_token_counts_follow_the_cookbook(tmp_path: Path, fake: FakeUpstream) -> None:
+    g = start(tmp_path, fake, meter={"references": ["gpt-4.1"]})
+    try:
+        raw = openai.OpenAI(base_url=g.base_url, api_key="x").chat.completions.with_raw_response.create(
+            model="fake-model", messages=MSG)
+        answer = raw.parse().choices[0].message.content or ""
+        rid = raw.headers["x-request-id"]
+        g.row(rid)
+        receipt = httpx.get(f"{g.url}/v1/nometer/receipts/{rid}").json()
+    finally:
+        g.stop()
+    import tiktoken
+
+    enc = tiktoken.get_encoding("o200k_base")
+    # 3 per message + role and content tokens, + 3 reply priming (OpenAI cookbook)
+    want_in = sum(3 + len(enc.encode(m["role"])) + len(enc.encode(m["content"])) for m in MSG) + 3
+    ref = receipt["references"][0]
+    assert ref["tokens"]["input"] == want_in
+    assert ref["tokens"]["output"] == len(enc.encode(answer))
+    assert ref["tokenizer"] == "o200k_base" and receipt["request_id"] == rid
+    rates = {t["kind"]: t for t in ref["terms"]}
+    assert rates["input"]["rate"] == "0.000002" and rates["output"]["rate"] == "0.000008"
+    assert Decimal(ref["cloud_usd"]) == want_in * Decimal("0.000002") + ref["tokens"]["output"] * Decimal("0.000008")
+    assert Decimal(ref["savings_usd"]) == Decimal(ref["cloud_usd"]) - Decimal(receipt["local"]["total_usd"])
+
+
+def test_unpriced_reference_is_never_zero(tmp_path: Path, fake: FakeUpstream) -> None:
+    g = start(tmp_path, fake, meter={"references": ["gpt-4.1", "acme-private-llm"]})
+    try:
+        openai.OpenAI(base_url=g.base_url, api_key="x").chat.completions.create(model="fake-model", messages=MSG)
+        g.wait_rows(1)
+        rep = httpx.get(g.url + "/v1/nometer/report").json()
+    finally:
+        g.stop()
+    assert rep["totals"]["cloud_cost_usd"]["acme-private-llm"] is None
+    assert rep["totals"]["unpriced_requests"]["acme-private-llm"] == 1
+    assert Decimal(rep["totals"]["cloud_cost_usd"]["gpt-4.1"]) > 0
+    assert "unpriced" in nometer("report", "--db", str(g.db_path)).stdout
+
+
+def test_price_update_keeps_old_receipts_and_verify_catches_tampering(tmp_path: Path, fake: FakeUpstream) -> None:
+    c_args: dict[str, Any] = {"meter": {"references": ["gpt-4.1"]}}
+    g = start(tmp_path, fake, **c_args)
+    try:
+        old = httpx.post(g.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSG},
+                         headers={"x-request-id": "old-1"})
+        assert old.status_code == 200
+        g.row("old-1")
+        before = httpx.get(g.url + "/v1/nometer/receipts/old-1").json()
+    finally:
+        g.stop()
+    # a newer price table doubles gpt-4.1's prices
+    prices = orjson.loads(SHIPPED_SNAPSHOT.read_bytes())
+    prices["gpt-4.1"]["input_cost_per_token"] = 4e-06
+    prices["gpt-4.1"]["output_cost_per_token"] = 1.6e-05
+    newer = tmp_path / "prices-new.json"
+    newer.write_bytes(orjson.dumps(prices))
+    out = nometer("prices", "update", "--from", str(newer), "--db", str(g.db_path))
+    assert out.returncode == 0 and "installed price table" in out.stdout, out.stderr
+    g2 = GatewayServer(gateway_settings(tmp_path, [fake.base_url], **c_args)).start()
+    try:
+        httpx.post(g2.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSG},
+                   headers={"x-request-id": "new-1"})
+        g2.row("new-1")
+        after = httpx.get(g2.url + "/v1/nometer/receipts/old-1").json()
+        new = httpx.get(g2.url + "/v1/nometer/receipts/new-1").json()
+        assert httpx.get(g2.url + "/v1/nometer/receipts/nope").status_code == 404
+    finally:
+        g2.stop()
+    assert after == before  # the old receipt did not move
+    assert new["price_table"] != before["price_table"]
+    assert new["references"][0]["terms"][0]["rate"] == "0.000004"
+    ok = nometer("verify", "--db", str(g.db_path))
+    assert ok.returncode == 0 and "2 of 2 receipts recomputed identically" in ok.stdout, ok.stdout + ok.stderr
+    with sqlite3.connect(g.db_path) as c:
+        c.execute("UPDATE shadow_costs SET output_tokens = output_tokens + 1 WHERE event_uid = "
+                  "(SELECT uid FROM usage_events WHERE request_id = 'old-1')")
+    bad = nometer("verify", "--db", str(g.db_path))
+    assert bad.returncode == 1 and "MISMATCH old-1" in bad.stdout and "1 MISMATCHED" in bad.stdout
+    with sqlite3.connect(g.db_path) as c:
+        c.execute("UPDATE shadow_costs SET output_tokens = output_tokens - 1")  # undo
+        c.execute("UPDATE shadow_costs SET cloud_pusd = cloud_pusd * 2 WHERE event_uid = "
+                  "(SELECT uid FROM usage_events WHERE request_id = 'new-1')")
+    bad2 = nometer("verify", "--db", str(g.db_path))
+    assert bad2.returncode == 1 and "MISMATCH new-1" in bad2.stdout and "old-1" not in bad2.stdout
+
+
+def test_report_query_validation(tmp_path: Path, fake: FakeUpstream) -> None:
+    g = start(tmp_path, fake)
+    try:
+        r = httpx.get(g.url + "/v1/nometer/report", params={"by": "colour"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "by"
+        r = httpx.get(g.url + "/v1/nometer/report", params={"since": "yesterday-ish"})
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+        r = httpx.get(g.url + "/v1/nometer/report", params={"since": "7d", "by": "day"})
+        assert r.status_code == 200 and r.json()["groups"] == []
+    finally:
+        g.stop()
+    assert nometer("report", "--db", str(tmp_path / "missing.db")).returncode != 0
