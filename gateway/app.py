@@ -27,6 +27,7 @@ from gateway.accounting.store import SQLiteStore, Store
 from gateway.backends import BackendPool, build_backends
 from gateway.managed import ManagedServer
 from gateway.meter import ShadowMeter
+from gateway.metrics import Metrics
 from gateway.proxy import Proxy, Receive, Scope, Send
 from gateway.routes import core, meter
 from gateway.routing import Router
@@ -68,7 +69,11 @@ def build_runtime(settings: Settings) -> Runtime:
     proxy = Proxy(router, pool, recorder.record, settings)
     log_dir = Path(settings.ledger.path).resolve().parent / "logs"
     managed = [ManagedServer(m, log_dir) for m in settings.managed]
-    return Runtime(settings, router, pool, store, recorder, proxy, managed, meter, prices)
+    rt = Runtime(settings, router, pool, store, recorder, proxy, managed, meter, prices)
+    rt.metrics = Metrics(lambda: {"inflight": proxy.inflight, "queue_depth": recorder.depth,
+                                  "dropped": recorder.dropped, "backends": router.backends})
+    recorder.listeners.append(rt.metrics.observe)
+    return rt
 
 
 def _gateway_error(request: Request, exc: Exception) -> Response:

@@ -13,6 +13,7 @@ from gateway.accounting.store import Store
 from gateway.backends import BackendPool
 from gateway.managed import ManagedServer
 from gateway.meter import ShadowMeter
+from gateway.metrics import Metrics
 from gateway.proxy import Proxy
 from gateway.routing import Router
 from gateway.settings import Settings
@@ -30,6 +31,7 @@ class Runtime:
     managed: list[ManagedServer] = field(default_factory=list)
     meter: ShadowMeter | None = None
     prices: PriceStore | None = None
+    metrics: Metrics | None = None
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

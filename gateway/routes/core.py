@@ -59,7 +59,14 @@ async def get_model(request: Request) -> Response:
     raise errors.ModelNotFound(f"The model `{model_id}` does not exist.", param="model")
 
 
+async def metrics(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    assert rt.metrics is not None
+    return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
 routes = [
+    Route("/metrics", metrics),
     Route("/healthz", healthz),
     Route("/readyz", readyz),
     Route("/v1/models", list_models),

@@ -194,3 +194,34 @@ def test_report_query_validation(tmp_path: Path, fake: FakeUpstream) -> None:
     finally:
         g.stop()
     assert nometer("report", "--db", str(tmp_path / "missing.db")).returncode != 0
+
+
+def test_prometheus_metrics_follow_the_ledger(tmp_path: Path, fake: FakeUpstream) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    g = start(tmp_path, fake, meter={"references": ["gpt-4.1"]})
+    try:
+        c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
+        c.chat.completions.create(model="fake-model", messages=MSG)
+        list(c.chat.completions.create(model="fake-model", messages=MSG, stream=True))
+        g.wait_rows(2)
+        rep = httpx.get(g.url + "/v1/nometer/report").json()
+        text = httpx.get(g.url + "/metrics").text
+    finally:
+        g.stop()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("nometer_requests_total", model="fake-model", team="", backend="backend-0", route="local",
+                 outcome="ok") == 2
+    assert value("nometer_cloud_equivalent_cost_usd_total", model="fake-model", team="", reference="gpt-4.1") == \
+        pytest.approx(float(rep["totals"]["cloud_cost_usd"]["gpt-4.1"]))
+    assert value("nometer_savings_usd_total", model="fake-model", team="", reference="gpt-4.1") == \
+        pytest.approx(float(rep["totals"]["savings_usd"]["gpt-4.1"]))
+    assert value("gen_ai_server_time_to_first_token_seconds_count", gen_ai_operation_name="chat",
+                 gen_ai_response_model="fake-model") == 1
+    assert value("nometer_backend_healthy", backend="backend-0") == 1
+    assert value("nometer_ledger_dropped_events") == 0
