@@ -23,7 +23,7 @@ from starlette.responses import Response
 from gateway import errors
 from gateway.accounting.recorder import Recorder
 from gateway.accounting.rows import make_finalizer
-from gateway.accounting.store import SQLiteStore, Store
+from gateway.accounting.store import Store, open_store
 from gateway.backends import BackendPool, build_backends
 from gateway.managed import ManagedServer
 from gateway.meter import ShadowMeter
@@ -62,7 +62,7 @@ def build_meter(settings: Settings, prices: PriceStore) -> ShadowMeter:
 def build_runtime(settings: Settings) -> Runtime:
     router = Router(build_backends(settings), settings.aliases)
     pool = BackendPool(router, settings)
-    store: Store = SQLiteStore(settings.ledger.path)
+    store: Store = open_store(settings.ledger.path, settings.ledger.url)
     prices = price_store(settings)
     meter = build_meter(settings, prices)
     recorder = Recorder(store, settings.ledger, make_finalizer(_estimate_tokens, meter))

@@ -3,35 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sqlite3
 import sys
 from typing import Any
 
 import orjson
 
-from gateway.accounting.store import migrate_sqlite
+from gateway.accounting.reader import open_reader
 
 _TABLE_COLS = ("ts", "request_id", "requested_model", "served_model", "outcome", "status", "stream",
                "prompt_tokens", "completion_tokens", "usage_source", "latency_ms", "team", "tag")
 
 
-def connect(path: str) -> sqlite3.Connection:
-    if not os.path.exists(path):
-        raise SystemExit(f"nometer: no ledger at {path}")
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    migrate_sqlite(conn)
-    return conn
+def ledger_arg(args: argparse.Namespace) -> str:
+    """--db (a SQLite path or a postgresql:// URL), else the configured ledger."""
+    if args.db:
+        return str(args.db)
+    from gateway.settings import load_settings
+
+    ledger = load_settings(getattr(args, "config", None)).ledger
+    return ledger.url or ledger.path
 
 
 def _usage(args: argparse.Namespace) -> int:
-    conn = connect(args.db)
-    rows = [dict(r) for r in conn.execute(
-        "SELECT * FROM usage_events ORDER BY id DESC LIMIT ?", (args.limit,)).fetchall()][::-1]
-    totals = dict(conn.execute(
+    reader = open_reader(ledger_arg(args))
+    progress("reading the ledger")
+    rows = reader.fetch(f"SELECT * FROM usage_events ORDER BY id DESC LIMIT {reader.param(1)}", [args.limit])[::-1]
+    totals = reader.fetch(
         "SELECT COUNT(*) AS requests, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens, "
-        "COALESCE(SUM(completion_tokens),0) AS completion_tokens FROM usage_events").fetchone())
+        "COALESCE(SUM(completion_tokens),0) AS completion_tokens FROM usage_events")[0]
+    reader.close()
+    progress("")
     out = sys.stdout
     if args.format == "json":
         for r in rows:
@@ -41,6 +42,13 @@ def _usage(args: argparse.Namespace) -> int:
     out.write(f"\n{totals['requests']} requests in the ledger; {totals['prompt_tokens']} prompt tokens, "
               f"{totals['completion_tokens']} completion tokens\n")
     return 0
+
+
+def progress(message: str) -> None:
+    """A transient progress line on stderr, only for a person watching a terminal."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + (f"nometer: {message}..." if message else ""))
+        sys.stderr.flush()
 
 
 def _fmt(v: Any, col: str) -> str:
@@ -64,7 +72,8 @@ def _print_table(rows: list[dict[str, Any]], cols: tuple[str, ...], out: Any) ->
 
 def register(sub: Any) -> None:
     u = sub.add_parser("usage", help="list recent usage events and totals")
-    u.add_argument("--db", default=os.environ.get("NOMETER_DB", "nometer.db"))
+    u.add_argument("--db", help="SQLite path or postgresql:// URL (default: the configured ledger)")
+    u.add_argument("--config")
     u.add_argument("--format", choices=("table", "json"), default="table")
     u.add_argument("--limit", type=int, default=50)
     u.set_defaults(func=_usage)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -13,9 +12,10 @@ import orjson
 
 from gateway.accounting import receipts
 from gateway.accounting.period import parse_period
+from gateway.accounting.reader import open_reader
 from gateway.accounting.report import DIMENSIONS, ReportQuery, build, queries
 from gateway.accounting.report_format import to_csv, to_table
-from gateway.ledger_cli import connect
+from gateway.ledger_cli import ledger_arg, progress
 from gateway.settings import Settings, load_settings
 
 
@@ -23,14 +23,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None))
 
 
-def _db(args: argparse.Namespace, settings: Settings) -> str:
-    return str(args.db or settings.ledger.path)
-
-
 def _prices(settings: Settings, db: str) -> Any:
     from pricing.store import PriceStore
 
-    return PriceStore(Path(settings.meter.price_dir or Path(db).resolve().parent / "prices"))
+    local = settings.ledger.path if db.startswith(("postgresql://", "postgres://")) else db
+    return PriceStore(Path(settings.meter.price_dir or Path(local).resolve().parent / "prices"))
 
 
 def _period(args: argparse.Namespace) -> tuple[float | None, float | None]:
@@ -40,19 +37,18 @@ def _period(args: argparse.Namespace) -> tuple[float | None, float | None]:
         raise SystemExit(f"nometer: {exc}") from None
 
 
-def _fetch(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(sql, params).fetchall()]
-
-
 def _report(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    conn = connect(_db(args, settings))
+    reader = open_reader(ledger_arg(args))
     lo, hi = _period(args)
     compare = tuple(m.strip() for m in (args.compare or "").split(",") if m.strip())
     q = ReportQuery(since=lo, until=hi, by=args.by, compare=compare, team=args.team)
-    if sys.stderr.isatty():
-        print("querying the ledger...", file=sys.stderr, end="\r")
-    results = {name: _fetch(conn, sql, params) for name, (sql, params) in queries(q).items()}
+    results = {}
+    for name, (sql, params) in queries(q, reader.placeholder).items():
+        progress(f"querying the ledger ({name})")
+        results[name] = reader.fetch(sql, params)
+    reader.close()
+    progress("")
     primary = compare[0] if compare else (settings.meter.references[0] if settings.meter.references else None)
     hw = settings.meter.box.hardware_usd
     data = build(q, results, hardware_usd=hw, primary=primary, now=time.time(),
@@ -65,23 +61,25 @@ def _report(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    db = _db(args, settings)
-    conn = connect(db)
+    db = ledger_arg(args)
+    reader = open_reader(db)
     prices = _prices(settings, db)
     lo, hi = _period(args)
-    where, params = ReportQuery(since=lo, until=hi).where("?")
-    events = _fetch(conn, f"SELECT * FROM usage_events e WHERE {where} AND e.receipt_sha256 IS NOT NULL ORDER BY e.id",
-                    params)
+    where, params = ReportQuery(since=lo, until=hi).where(reader.placeholder)
+    progress("reading the ledger")
+    events = reader.fetch(f"SELECT * FROM usage_events e WHERE {where} AND e.receipt_sha256 IS NOT NULL ORDER BY e.id",
+                          params)
     bad = 0
-    tty = sys.stderr.isatty()
     for i, ev in enumerate(events, 1):
-        shadows = _fetch(conn, receipts.SHADOW_SQL.format(p="?"), [ev["uid"]])
+        shadows = reader.fetch(receipts.SHADOW_SQL.format(p=reader.param(1)), [ev["uid"]])
         result = receipts.check(ev, shadows, prices)
         if not result.ok:
             bad += 1
             print(f"MISMATCH {result.request_id}: {result.problem}")
-        if tty and i % 500 == 0:
-            print(f"verified {i}/{len(events)}", file=sys.stderr, end="\r")
+        if i % 200 == 0:
+            progress(f"verified {i}/{len(events)}")
+    reader.close()
+    progress("")
     print(f"{len(events) - bad} of {len(events)} receipts recomputed identically"
           + (f"; {bad} MISMATCHED" if bad else ""))
     return 1 if bad else 0
@@ -89,7 +87,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _prices_cmd(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _prices(settings, _db(args, settings))
+    store = _prices(settings, ledger_arg(args))
     if args.action == "update":
         if not args.source:
             raise SystemExit("nometer: prices update needs --from FILE")

@@ -115,3 +115,12 @@ class SQLiteStore:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+
+def open_store(path: str, url: str | None) -> Store:
+    """The configured ledger: PostgreSQL when ``url`` is set, else the SQLite file at ``path``."""
+    if url:
+        from gateway.accounting.postgres import PostgresStore
+
+        return PostgresStore(url)
+    return SQLiteStore(path)

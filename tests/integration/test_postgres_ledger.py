@@ -1,0 +1,98 @@
+"""The ledger on a REAL PostgreSQL (127.0.0.1:5432, trust auth): two gateway replicas share it,
+migrate it once, and the report and CLI read the same numbers as from SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import httpx
+import openai
+import pytest
+
+from gateway.accounting.report import PICO
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.gateway_server import GatewayServer, gateway_settings
+
+pytestmark = pytest.mark.postgres
+ADMIN_DSN = "postgresql://127.0.0.1:5432/test"
+MSG = [{"role": "user", "content": "count to three"}]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    name = f"nometer_{uuid.uuid4().hex[:12]}"
+    import asyncio
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://127.0.0.1:5432/{name}"
+    asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
+    with FakeUpstream() as fake:
+        gws = [GatewayServer(gateway_settings(tmp_path / str(i), [fake.base_url],
+                                              ledger={"url": pg_url, "path": str(tmp_path / f"{i}.db")})).start()
+               for i in range(2)]
+        try:
+            for i, g in enumerate(gws):
+                c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
+                for _ in range(3):
+                    c.chat.completions.create(model="fake-model", messages=MSG,
+                                              extra_headers={"x-nometer-tag": f"replica-{i}"})
+                list(c.chat.completions.create(model="fake-model", messages=MSG, stream=True,
+                                               extra_headers={"x-nometer-tag": f"replica-{i}"}))
+        finally:
+            for g in gws:
+                g.stop()  # drains both recorders into PostgreSQL
+        g2 = GatewayServer(gateway_settings(tmp_path / "r", [fake.base_url],
+                                            ledger={"url": pg_url, "path": str(tmp_path / "r.db")})).start()
+        try:
+            rep = httpx.get(g2.url + "/v1/nometer/report", params={"by": "tag"}).json()
+        finally:
+            g2.stop()
+
+    import asyncio
+
+    async def read() -> tuple[int, list[asyncpg.Record], list[asyncpg.Record]]:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            version = await conn.fetchval("SELECT MAX(version) FROM schema_version")
+            events = await conn.fetch("SELECT * FROM usage_events")
+            shadows = await conn.fetch("SELECT * FROM shadow_costs")
+            assert await conn.fetchval("SELECT COUNT(*) FROM schema_version") == version  # migrated once
+            return version, events, shadows
+        finally:
+            await conn.close()
+
+    version, events, shadows = asyncio.run(read())
+    assert version >= 2 and len(events) == 8 and all(e["usage_source"] == "upstream" for e in events)
+    assert [grp["key"] for grp in rep["groups"]] == ["replica-0", "replica-1"]
+    assert [grp["requests"] for grp in rep["groups"]] == [4, 4]
+    for ref in rep["references"]:
+        want = sum(Decimal(s["cloud_pusd"]) for s in shadows if s["ref_model"] == ref) / PICO
+        assert Decimal(rep["totals"]["cloud_cost_usd"][ref]) == want > 0
+    out = subprocess.run([sys.executable, "-m", "gateway", "report", "--db", pg_url, "--by", "tag", "--format",
+                          "json", "--config", "/dev/null"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["groups"] == rep["groups"]
+    usage = subprocess.run([sys.executable, "-m", "gateway", "usage", "--db", pg_url, "--format", "json"],
+                           capture_output=True, text=True, timeout=60)
+    assert len(usage.stdout.splitlines()) == 8
+    verify = subprocess.run([sys.executable, "-m", "gateway", "verify", "--db", pg_url, "--config", "/dev/null"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert verify.returncode == 0 and "8 of 8 receipts recomputed identically" in verify.stdout, verify.stdout + verify.stderr
