@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The one test command, on a fresh clone or a dev machine:   ./scripts/test.sh [pytest args]
+#
+#   1. .venv (python3 -m venv) with the project and its `test` extra, editable
+#   2. PostgreSQL and Redis on 127.0.0.1, started if they do not answer
+#   3. the CPU vLLM venv and tiny model, cached in $NOMETER_CACHE (default ~/.cache/nometer):
+#      about 2 min and 2.5 GB the first time, nothing after
+#   4. python -m pytest "$@"; its exit status is ours (5, "no tests collected", is an error too)
+#
+# NOMETER_SKIP_VLLM=1 skips step 3 and the real-vLLM tests: quick local runs only (refused in CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%ds)\n' "$*" "$SECONDS" >&2; }
+
+# poll CMD... until it succeeds, for at most $1 seconds
+wait_for() {
+  local limit=$1; shift
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then echo "not ready after ${limit}s: $*" >&2; return 1; fi
+    sleep 0.5
+  done
+}
+
+# install a Debian package when COMMAND is missing (as root, e.g. on CI); else explain
+need() {
+  local cmd=$1 pkg=$2
+  command -v "$cmd" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing $pkg"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+  else
+    echo "$cmd not found: install the Debian package $pkg" >&2; return 1
+  fi
+}
+
+step "python venv"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+deps_stamp=.venv/.nometer-deps
+deps_hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$deps_stamp" 2>/dev/null)" != "$deps_hash" ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$deps_hash" >"$deps_stamp"
+fi
+
+step "PostgreSQL"
+if ! pg_isready -q -h 127.0.0.1; then
+  need pg_ctlcluster postgresql
+  version=$(ls /etc/postgresql | sort -V | tail -1)
+  pg_ctlcluster "$version" main status >/dev/null ||
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  wait_for 60 pg_isready -q -h 127.0.0.1
+fi
+
+step "Redis"
+if ! redis-cli ping >/dev/null 2>&1; then
+  need redis-server redis-server
+  redis-server --daemonize yes --port 6379 --save "" >/dev/null
+  wait_for 30 redis-cli ping
+fi
+
+# Chromium, for a later browser test: not needed yet.
+# step "Chromium"
+# command -v chromium >/dev/null || need chromium chromium
+
+if [ "${NOMETER_SKIP_VLLM:-}" = 1 ]; then
+  if [ "${CI:-}" = true ]; then echo "NOMETER_SKIP_VLLM=1 is refused in CI" >&2; exit 2; fi
+  step "vLLM skipped (NOMETER_SKIP_VLLM=1)"
+else
+  step "CPU vLLM venv + tiny model"
+  .venv/bin/python -m tests.support.vllm ensure
+fi
+
+step "pytest"
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" = 5 ]; then echo "error: pytest collected no tests" >&2; fi
+step "done: exit $status"
+exit "$status"

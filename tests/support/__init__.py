@@ -1,0 +1,1 @@
+"""Test support: real servers for integration tests (CPU vLLM, a fault-injecting fake upstream)."""
