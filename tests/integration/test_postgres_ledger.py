@@ -86,13 +86,13 @@ def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
         want = sum(Decimal(s["cloud_pusd"]) for s in shadows if s["ref_model"] == ref) / PICO
         assert Decimal(rep["totals"]["cloud_cost_usd"][ref]) == want > 0
     out = subprocess.run([sys.executable, "-m", "gateway", "report", "--db", pg_url, "--by", "tag", "--format",
-                          "json", "--config", "/dev/null"], capture_output=True, text=True, timeout=60,
+                          "json", "--config", "/dev/null"], capture_output=True, text=True, timeout=60, check=False,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["groups"] == rep["groups"]
     usage = subprocess.run([sys.executable, "-m", "gateway", "usage", "--db", pg_url, "--format", "json"],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60, check=False)
     assert len(usage.stdout.splitlines()) == 8
     verify = subprocess.run([sys.executable, "-m", "gateway", "verify", "--db", pg_url, "--config", "/dev/null"],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
     assert verify.returncode == 0 and "8 of 8 receipts recomputed identically" in verify.stdout, verify.stdout + verify.stderr
