@@ -29,11 +29,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.backend:
         overrides["backends"] = [{"url": u} for u in args.backend]
     if args.managed_model:
+        from gateway.cpu_vllm import SERVE_ARGS
+
         overrides["managed"] = [{
             "model": args.managed_model, "port": args.managed_port, "python": args.managed_python,
             "served_name": args.managed_name,
-            "args": ["--enforce-eager", "--max-model-len", "2048", "--dtype", "bfloat16",
-                     "--kv-cache-memory-bytes", str(256 * 1024 * 1024)],
+            "args": list(SERVE_ARGS) if args.managed_cpu_defaults else [],
         }]
     try:
         settings = load_settings(args.config, overrides=overrides)
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--managed-port", type=int, default=8011)
     s.add_argument("--managed-python", help="python of the vLLM venv")
     s.add_argument("--managed-name", help="served model name")
+    s.add_argument("--managed-cpu-defaults", action="store_true",
+                   help="small-machine vLLM flags (eager, 2k context, 256 MiB KV cache)")
     s.set_defaults(func=_serve)
     ledger_cli.register(sub)
     meter_cli.register(sub)
