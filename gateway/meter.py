@@ -10,6 +10,7 @@ recompute every figure later (``nometer verify``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,7 +26,7 @@ from pricing.local import BoxCost
 from pricing.money import as_decimal, decimal_str
 from pricing.receipt import ReceiptInputs, ReferenceTokens, compute_receipt, receipt_digest
 from pricing.tables import PriceTable
-from pricing.tokens import count_chat_prompt, count_completion, count_text, tokenizer_for
+from pricing.tokens import REPLY_PRIMING, count_chat_prompt, count_completion, count_text, tokenizer_for
 
 PICO = Decimal(10) ** 12
 _CHAT = "/v1/chat/completions"
@@ -84,6 +85,7 @@ class ShadowMeter:
         self.aliases = dict(aliases)
         self._default_box = box_cost(settings.box)
         self._boxes = {name: box_cost(b) for name, b in settings.backend_box.items()}
+        self.prefixes = PrefixTracker()
 
     def references(self, rec: RequestRecord) -> list[str]:
         s = self.settings
@@ -102,7 +104,8 @@ class ShadowMeter:
     def measure(self, rec: RequestRecord, usage: Usage, answer: Answer) -> Shadow | None:
         if rec.route != "local" or rec.endpoint not in _METERED or usage.prompt_tokens is None or not rec.request:
             return None
-        refs = tuple(self._count(ref, rec, usage, answer) for ref in self.references(rec))
+        prefix = self.prefixes.seen_prefix(rec) if usage.cached_tokens is None else None
+        refs = tuple(self._count(ref, rec, usage, answer, prefix) for ref in self.references(rec))
         busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))
         joules = None if rec.joules is None else Decimal(repr(rounded_joules(rec.joules)))
         inputs = ReceiptInputs(references=refs, table=self.table, cache_mode=self.settings.cache_mode,
@@ -111,7 +114,8 @@ class ShadowMeter:
         receipt = compute_receipt(inputs)
         return Shadow(inputs, receipt, receipt_digest(receipt))
 
-    def _count(self, ref: str, rec: RequestRecord, usage: Usage, answer: Answer) -> ReferenceTokens:
+    def _count(self, ref: str, rec: RequestRecord, usage: Usage, answer: Answer,
+               prefix: list[Any] | None) -> ReferenceTokens:
         spec = tokenizer_for(ref)
         req = rec.request or {}
         if rec.endpoint == _CHAT:
@@ -129,8 +133,57 @@ class ShadowMeter:
         if usage.cached_tokens and usage.prompt_tokens:
             # the cloud would have cached the same share of the prompt that vLLM found cached
             cached = min(prompt, prompt * usage.cached_tokens // usage.prompt_tokens)
+        elif usage.cached_tokens is None and prefix and self.settings.cache_mode == "conservative":
+            # vLLM did not say: the gateway's own prefix tracking (see PrefixTracker)
+            cached = cacheable(prompt, count_chat_prompt(prefix, None, spec) - REPLY_PRIMING)
         return ReferenceTokens(ref, spec.name, spec.estimated,
                                CloudUsage(prompt, output, cached_tokens=cached, reasoning_tokens=reasoning))
+
+
+CACHE_MIN_TOKENS = 1024  # OpenAI caches prompts of at least 1,024 tokens ...
+CACHE_INCREMENT = 128  # ... in increments of 128 tokens
+
+
+def cacheable(prompt: int, prefix: int) -> int:
+    """Tokens a cloud prompt cache would serve for a prompt whose first ``prefix`` tokens were seen."""
+    if prompt < CACHE_MIN_TOKENS or prefix < CACHE_MIN_TOKENS:
+        return 0
+    return min(prompt, prefix - prefix % CACHE_INCREMENT)
+
+
+class PrefixTracker:
+    """Which chat prefixes were sent recently, for conservative caching when vLLM reports no
+    cached tokens. A request whose first k messages repeat an earlier request's (within the TTL)
+    would have hit the cloud's prompt cache for those messages. Used from the recorder thread only.
+    """
+
+    def __init__(self, ttl_s: float = 300.0, max_entries: int = 100_000):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._seen: dict[bytes, float] = {}
+
+    def seen_prefix(self, rec: RequestRecord) -> list[Any] | None:
+        req = rec.request or {}
+        messages = req.get("messages")
+        if rec.endpoint != _CHAT or not isinstance(messages, list) or len(messages) < 2:
+            return None
+        h = hashlib.sha256(orjson.dumps(req.get("tools")) + str(rec.served_model).encode())
+        best = 0
+        now = rec.started
+        keys = []
+        for k, m in enumerate(messages, 1):
+            h.update(orjson.dumps(m, option=orjson.OPT_SORT_KEYS))
+            key = h.copy().digest()
+            keys.append(key)
+            t = self._seen.get(key)
+            if t is not None and now - t <= self.ttl_s and k < len(messages):
+                best = k
+        for key in keys:
+            self._seen[key] = now
+        if len(self._seen) > self.max_entries:
+            cutoff = now - self.ttl_s
+            self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
+        return messages[:best] if best else None
 
 
 def _texts(v: Any) -> list[str]:
