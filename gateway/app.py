@@ -8,7 +8,9 @@ the recorder, managed vLLM servers and the health watcher, and on shutdown drain
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,16 +22,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import errors
+from gateway import auth, errors
 from gateway.accounting.recorder import Recorder
 from gateway.accounting.rows import make_finalizer
 from gateway.accounting.store import Store, open_store
 from gateway.backends import BackendPool, build_backends
+from gateway.energy import EnergySampler, nvml_reader
+from gateway.governance import Governance
+from gateway.logs import REQUEST_ID
 from gateway.managed import ManagedServer
 from gateway.meter import ShadowMeter
 from gateway.metrics import Metrics
-from gateway.proxy import Proxy, Receive, Scope, Send
-from gateway.routes import core, meter
+from gateway.proxy import Proxy, Receive, Scope, Send, send_error
+from gateway.routes import admin, core, dashboard, meter
 from gateway.routing import Router
 from gateway.runtime import Runtime
 from gateway.settings import Settings
@@ -65,11 +70,14 @@ def build_runtime(settings: Settings) -> Runtime:
     store: Store = open_store(settings.ledger.path, settings.ledger.url)
     prices = price_store(settings)
     meter = build_meter(settings, prices)
-    recorder = Recorder(store, settings.ledger, make_finalizer(_estimate_tokens, meter))
-    proxy = Proxy(router, pool, recorder.record, settings)
+    recorder = Recorder(store, settings.ledger, make_finalizer(_estimate_tokens, meter),
+                        access_log=settings.server.access_log)
+    governance = Governance(settings, router, pool, meter.table)
+    proxy = Proxy(router, pool, recorder.record, settings, governance.gate)
     log_dir = Path(settings.ledger.path).resolve().parent / "logs"
     managed = [ManagedServer(m, log_dir) for m in settings.managed]
     rt = Runtime(settings, router, pool, store, recorder, proxy, managed, meter, prices)
+    rt.governance = governance
     rt.metrics = Metrics(lambda: {"inflight": proxy.inflight, "queue_depth": recorder.depth,
                                   "dropped": recorder.dropped, "backends": router.backends})
     recorder.listeners.append(rt.metrics.observe)
@@ -105,8 +113,10 @@ class RequestIdMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         rid = next((v for k, v in scope["headers"] if k == b"x-request-id"), None) or uuid.uuid4().hex.encode()
+        REQUEST_ID.set(rid.decode("latin-1"))
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -117,19 +127,51 @@ class RequestIdMiddleware:
 
 
 class NometerApp:
-    """Top-level dispatcher: proxied POSTs to the hot path, the rest to the control app."""
+    """Top-level dispatcher: proxied POSTs to the hot path (which identifies its own callers), the
+    rest to the control app, with the caller's identity in ``scope["nometer.identity"]`` for
+    ``/v1/`` routes (401 in keys mode without a valid key; see ``gateway.auth``)."""
 
     def __init__(self, runtime: Runtime, control: Starlette):
         self.runtime = runtime
         self.control = control
         self._control = RequestIdMiddleware(control)
         self.proxy = runtime.proxy
+        assert runtime.governance is not None
+        self.auth = runtime.governance.auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope["path"].startswith("/v1/nometer/"):
             await self.proxy(scope, receive, send)
         else:
+            if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+                # the caller, for the control routes (reports, receipts, usage, admin): see gateway.auth
+                try:
+                    ident = self.auth.identify(scope["headers"])
+                except errors.GatewayError as exc:
+                    await send_error(send, exc, uuid.uuid4().hex)
+                    return
+                if ident is not None:
+                    scope[auth.SCOPE_KEY] = ident
             await self._control(scope, receive, send)
+
+
+def _on_sighup(gov: Governance) -> None:
+    """SIGHUP reloads the policy (only where signals can be handled: the main thread)."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        async def run() -> None:
+            try:
+                await gov.reload()
+            except (ValueError, OSError) as exc:
+                log.error("policy NOT reloaded (the running policy stays): %s", exc)
+
+        loop.create_task(run())
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        pass  # not the main thread (tests), or no SIGHUP (Windows): the admin API still reloads
 
 
 def create_app(settings: Settings) -> NometerApp:
@@ -138,24 +180,37 @@ def create_app(settings: Settings) -> NometerApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.store.open()
+        assert rt.governance is not None
+        await rt.governance.start(rt.store)
+        _on_sighup(rt.governance)
         rt.recorder.start()
         for m in rt.managed:
             m.start()
         await rt.pool.refresh_all()
         rt.pool.start()
+        sampler = None
+        local = [b for b in rt.router.backends if b.local]
+        if settings.meter.box.nvml and local and (reader := nvml_reader()) is not None:
+            sampler = EnergySampler(local, reader)
+            sampler.start()
         log.info("nometer ready on %s:%d; backends: %s", settings.server.host, settings.server.port,
                  ", ".join(f"{b.name}({'up' if b.healthy else 'down'})" for b in rt.router.backends) or "none")
         try:
             yield
         finally:
+            if sampler is not None:
+                await sampler.stop()
             await rt.pool.stop()
             for m in rt.managed:
                 await m.stop()
             await rt.recorder.stop()
+            assert rt.governance is not None
+            await rt.governance.stop()
             await rt.store.close()
             log.info("nometer stopped; ledger: %d written, %d dropped", rt.recorder.written, rt.recorder.dropped)
 
-    control = Starlette(routes=[*core.routes, *meter.routes], lifespan=lifespan, exception_handlers={
+    control = Starlette(routes=[*core.routes, *meter.routes, *admin.routes, *dashboard.routes],
+                        lifespan=lifespan, exception_handlers={
         errors.GatewayError: _gateway_error, HTTPException: _http_error, Exception: _server_error,
     })
     control.state.runtime = rt

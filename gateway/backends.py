@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from urllib.parse import urlsplit
 
 from adapters.base import UpstreamError
 from adapters.openai_compat import CompatConfig, OpenAICompatUpstream
@@ -27,11 +28,12 @@ def build_backends(settings: Settings) -> list[Backend]:
         name = b.name or f"backend-{i}"
         up = OpenAICompatUpstream(CompatConfig(b.url, name, key, t.connect_s, t.read_s))
         out.append(Backend(name=name, upstream=up, static_models=b.models,
-                           models=frozenset(b.models or ())))
+                           models=frozenset(b.models or ()),
+                           local=urlsplit(b.url).hostname in ("127.0.0.1", "localhost", "::1")))
     for m in settings.managed:
         name = f"managed-{m.port}"
         up = OpenAICompatUpstream(CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s))
-        out.append(Backend(name=name, upstream=up, managed=True))
+        out.append(Backend(name=name, upstream=up, managed=True, local=True))
     return out
 
 
@@ -42,6 +44,7 @@ class BackendPool:
         self._interval = settings.routing.health_interval_s
         self._refresh_every = max(1, round(settings.routing.models_refresh_s / max(self._interval, 0.1)))
         self._task: asyncio.Task[None] | None = None
+        self.poll_metrics = False  # read vLLM's load from /metrics (set when an overload rule needs it)
 
     async def refresh(self, backend: Backend, *, discover: bool = True) -> None:
         up = backend.upstream
@@ -63,10 +66,21 @@ class BackendPool:
             if not backend.healthy:
                 log.info("backend %s healthy, models: %s", backend.name, sorted(backend.models))
             backend.healthy, backend.last_error = True, None
+            if self.poll_metrics:
+                await self._read_load(backend)
         except (UpstreamError, ValueError, KeyError, TypeError) as exc:
             if backend.healthy:
                 log.warning("backend %s unhealthy: %s", backend.name, exc)
             backend.healthy, backend.last_error = False, str(exc) or type(exc).__name__
+
+    async def _read_load(self, backend: Backend) -> None:
+        """Queue depth and KV-cache use from ``/metrics``; a server without them reads as unknown."""
+        try:
+            text = await backend.upstream.get_text("/metrics", self._health_s)
+        except UpstreamError:
+            backend.waiting = backend.kv_cache_usage = None
+            return
+        backend.waiting, backend.kv_cache_usage = parse_vllm_load(text)
 
     async def refresh_all(self, *, discover: bool = True) -> None:
         await asyncio.gather(*(self.refresh(b, discover=discover) for b in self.router.backends))
@@ -93,3 +107,28 @@ class BackendPool:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*(b.upstream.aclose() for b in self.router.backends), return_exceptions=True)
+
+
+_WAITING = "vllm:num_requests_waiting"
+_KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # current name, then pre-0.10
+
+
+def parse_vllm_load(text: str) -> tuple[float | None, float | None]:
+    """(requests waiting, summed over engines; KV-cache usage 0..1, the highest engine's) from
+    vLLM's Prometheus text. Missing metrics give None."""
+    waiting: float | None = None
+    usage: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        name = line.split("{", 1)[0] if "{" in line else line.split(" ", 1)[0]
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if name == _WAITING:
+            waiting = (waiting or 0.0) + value
+        elif name in _KV_USAGE:
+            usage[name] = max(usage.get(name, 0.0), value)
+    kv = next((usage[n] for n in _KV_USAGE if n in usage), None)
+    return waiting, kv

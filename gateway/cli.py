@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from gateway import ledger_cli, meter_cli
+from gateway import keys_cli, ledger_cli, meter_cli
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -42,7 +42,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"nometer: bad configuration: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.server.log_level)
-    uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # e.g. auth mode open on a public address
+        print(f"nometer: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None,
                 server_header=False, timeout_graceful_shutdown=10)
     return 0
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=_serve)
     ledger_cli.register(sub)
     meter_cli.register(sub)
+    keys_cli.register(sub)
     args = p.parse_args(argv)
     rc: int = args.func(args)
     return rc

@@ -96,6 +96,62 @@ class UpstreamTimedOut(GatewayError):
     code = "upstream_timeout"
 
 
+class MissingApiKey(AuthenticationFailed):
+    code = "missing_api_key"
+
+
+class HostedFailed(GatewayError):
+    """Every hosted fallback model failed before the first byte."""
+
+    status = 502
+    type = "upstream_error"
+    code = "hosted_fallback_failed"
+
+
+# -- policy refusals: recorded in the ledger (outcome "refused") with the caller's team ----------
+
+class Refusal(GatewayError):
+    """Base of refusals decided by team policy, after the caller was identified."""
+
+
+class ModelNotAllowed(Refusal):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class RateLimited(Refusal):
+    status = 429
+    type = "requests"  # OpenAI's spelling: "requests" or "tokens"
+    code = "rate_limit_exceeded"
+
+
+class TokenRateLimited(RateLimited):
+    type = "tokens"
+
+
+class BudgetExceeded(Refusal):
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class LocalOnlyUnavailable(Refusal):
+    """A local_only team's request would have needed a hosted model: refused, never sent."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "local_only_unavailable"
+
+
+class FallbackUnavailable(Refusal):
+    """Fallback was needed and allowed, but no hosted model can take the request (e.g. unpriced)."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "fallback_unavailable"
+
+
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 

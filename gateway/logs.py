@@ -1,20 +1,46 @@
-"""Structured JSON logs (one object per line), carrying the request id where there is one."""
+"""Structured JSON logs (one object per line), carrying the request id where there is one.
+
+Request-scoped code names its request with ``extra={"request_id": rid}``; code that cannot
+(a library, a helper deep down) is covered by ``REQUEST_ID``: whoever handles a request sets it
+once and every line logged in that task gets the id. The access log (one line per request) is
+written by the recorder after each batch, never by the proxy: see ``access``.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
+from typing import Any
 
 import orjson
 
 _STD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
 
+REQUEST_ID: ContextVar[str | None] = ContextVar("nometer_request_id", default=None)
+ACCESS = logging.getLogger("nometer.access")
+
+# ledger column -> access-log field (in this order)
+_ACCESS_FIELDS = (
+    ("request_id", "request_id"), ("endpoint", "endpoint"), ("requested_model", "model"),
+    ("served_model", "served_model"), ("backend", "backend"), ("route", "route"), ("status", "status"),
+    ("outcome", "outcome"), ("stream", "stream"), ("latency_ms", "latency_ms"), ("ttft_ms", "ttft_ms"),
+    ("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"),
+    ("usage_source", "usage_source"), ("team", "team"), ("key_id", "key_id"), ("tag", "tag"),
+    ("fallback_cause", "fallback_cause"), ("error", "error"),
+)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -25,9 +51,21 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class RequestIdFilter(logging.Filter):
+    """Adds the current request's id (``REQUEST_ID``) to records that do not name one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "request_id" not in vars(record):
+            rid = REQUEST_ID.get()
+            if rid is not None:
+                record.request_id = rid
+        return True
+
+
 def setup(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -35,3 +73,23 @@ def setup(level: str = "info") -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+
+
+def access(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """One ``nometer.access`` line per ledger event row (``columns`` names the row's fields).
+
+    Called by the recorder with each batch, in its worker thread: off the event loop and never
+    on a request's path. Empty fields are left out; ``started`` is when the request arrived."""
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    index = {c: i for i, c in enumerate(columns)}
+    fields = [(index[col], name) for col, name in _ACCESS_FIELDS if col in index]
+    ts = index.get("ts")
+    for row in rows:
+        extra: dict[str, Any] = {name: row[i] for i, name in fields if row[i] is not None}
+        if "stream" in extra:
+            extra["stream"] = bool(extra["stream"])
+        if ts is not None and row[ts] is not None:
+            extra["started"] = _iso(row[ts])
+        ACCESS.info("%s %s %s", extra.get("endpoint", "-"), extra.get("status", "-"), extra.get("outcome", "-"),
+                    extra=extra)

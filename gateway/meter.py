@@ -119,8 +119,9 @@ class ShadowMeter:
         spec = tokenizer_for(ref)
         req = rec.request or {}
         if rec.endpoint == _CHAT:
-            messages = req.get("messages") if isinstance(req.get("messages"), list) else []
-            tools = req.get("tools") if isinstance(req.get("tools"), list) else None
+            raw_messages, raw_tools = req.get("messages"), req.get("tools")
+            messages = [m for m in raw_messages if isinstance(m, dict)] if isinstance(raw_messages, list) else []
+            tools = [t for t in raw_tools if isinstance(t, dict)] if isinstance(raw_tools, list) else None
             prompt = count_chat_prompt(messages, tools, spec)
         elif rec.endpoint == "/v1/responses":
             prompt = _responses_prompt(req, spec)

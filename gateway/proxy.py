@@ -1,8 +1,11 @@
 """The hot path: one pure-ASGI handler for every proxied POST.
 
-Per request: read the body (bounded), decode its JSON once, resolve the model, pick a backend,
-forward, relay the answer as it arrives, and hand exactly one record to the recorder at the end,
-whatever the end (done, upstream error, timeout, client gone). Nothing here awaits the ledger.
+Per request: identify the caller, read the body (bounded), decode its JSON once, admit it (team
+policy: a plan that is the local route, or a hosted model and the cause; see ``admission``), pick
+a backend, forward, relay the answer as it arrives, and hand exactly one record to the recorder at
+the end, whatever the end (done, upstream error, timeout, client gone). Nothing here awaits the
+ledger. A hosted plan, or a local connect failure the policy allows to fall back (before any byte
+reached the client), is served by ``gateway.hosted``.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from adapters.base import UpstreamBrokenStream, UpstreamConnectError, UpstreamRe
 from gateway import errors
 from gateway.accounting import events as ev
 from gateway.accounting.events import RequestRecord
+from gateway.admission import Gate, Plan
 from gateway.backends import BackendPool
+from gateway.logs import REQUEST_ID
 from gateway.request import read_body, request_model
 from gateway.routing import Backend, Route, Router
-from gateway.settings import Settings
+from gateway.settings import FallbackCause, Settings
 from gateway.sse import DONE, UsageChunkFilter, error_event
 
 Scope = dict[str, Any]
@@ -49,8 +54,9 @@ class _Watch:
 
 class Proxy:
     def __init__(self, router: Router, pool: BackendPool, record: Callable[[RequestRecord], None],
-                 settings: Settings):
+                 settings: Settings, gate: Gate):
         self.router = router
+        self.gate = gate
         self.pool = pool
         self.record = record
         self.max_body = settings.server.max_body_bytes
@@ -68,38 +74,58 @@ class Proxy:
                 tag = v.decode("latin-1")
         if not rid:
             rid = uuid.uuid4().hex
+        REQUEST_ID.set(rid)  # log lines from this request carry its id
         path: str = scope["path"]
         started, t0 = time.time(), time.perf_counter()
+        payload: dict[str, Any] | None = None
+        ident = None
+        model = ""
         try:
+            ident = self.gate.identify(headers)  # 401 before the body is even read
             body = await read_body(scope, receive, self.max_body)
-            payload, model = request_model(path, headers, body)
-            if model is None:
+            payload, named = request_model(path, headers, body)
+            if named is not None:
+                model = named
+            else:
                 if path in _MODEL_REQUIRED:
                     raise errors.MissingModel("you must provide a model parameter", param="model")
                 names = self.router.model_names()
                 if len(names) != 1:
                     raise errors.MissingModel("this endpoint needs a `model` to choose a backend", param="model")
                 model = names[0]
-            route = self.router.resolve(model)
+            plan = await self.gate.admit(ident, path, payload, model)
+        except errors.Refusal as exc:  # policy said no: the team's ledger shows it
+            rec = RequestRecord(rid, path, model, started, t0, tag=tag, request=payload, status=exc.status,
+                                outcome=ev.REFUSED, error=exc.message, key_id=ident.key_id if ident else None,
+                                team=ident.team if ident else None)
+            await send_error(send, exc, rid)
+            rec.latency_s = time.perf_counter() - t0
+            self.record(rec)
+            return
         except errors.GatewayError as exc:
             await send_error(send, exc, rid)
             return
-        rec = RequestRecord(rid, path, model, started, t0, tag=tag, request=payload)
+        rec = RequestRecord(rid, path, model, started, t0, tag=tag, request=payload, team=plan.rules.team,
+                            key_id=ident.key_id if ident else None)
         self.inflight += 1
         try:
-            await self._serve(scope, receive, send, rec, route, body, payload)
+            await self._serve(scope, receive, send, rec, plan, body, payload)
         finally:
             self.inflight -= 1
             rec.latency_s = time.perf_counter() - t0
             self.record(rec)
+            if plan.ticket is not None:
+                await self.gate.finish(plan, rec)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, rec: RequestRecord, route: Route,
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, rec: RequestRecord, plan: Plan,
                      body: bytes, payload: dict[str, Any] | None) -> None:
-        rec.served_model = route.served
+        route = plan.route
+        client_payload = payload
+        rec.served_model = route.served if route is not None else None
         forward_headers: list[tuple[bytes, bytes]] = scope["headers"]
         if payload is not None:
             changed = False
-            if route.alias:
+            if route is not None and route.alias:
                 payload = {**payload, "model": route.served}
                 changed = True
             if payload.get("stream") is True:
@@ -122,7 +148,16 @@ class Proxy:
         watcher = asyncio.create_task(_watch_disconnect(receive, task, watch))
         resp: UpstreamResponse | None = None
         try:
-            resp, backend, clocks = await self._connect(scope, rec, route, body, forward_headers)
+            if plan.cause is not None or route is None:  # the admit step chose a hosted model
+                assert plan.cause is not None and client_payload is not None
+                return await self._hosted(send, rec, plan, plan.cause, client_payload)
+            try:
+                resp, backend, clocks = await self._connect(scope, rec, route, body, forward_headers)
+            except (errors.NoHealthyBackend, errors.UpstreamUnreachable, errors.UpstreamTimedOut):
+                # nothing reached the client yet: the policy may still send it to a hosted model
+                if client_payload is None or not plan.fallback_after("unavailable", scope["path"]):
+                    raise
+                return await self._hosted(send, rec, plan, "unavailable", client_payload)
             try:
                 rec.status = resp.status
                 if resp.status >= 400:
@@ -141,8 +176,8 @@ class Proxy:
         except errors.GatewayError as exc:
             rec.status, rec.error = exc.status, exc.message
             rec.outcome = ev.TIMEOUT if isinstance(exc, errors.UpstreamTimedOut) else ev.UNREACHABLE
-            if isinstance(exc, errors.NoHealthyBackend):
-                rec.outcome = ev.UNREACHABLE
+            if isinstance(exc, errors.Refusal):
+                rec.outcome = ev.REFUSED
             await send_error(send, exc, rec.request_id)
         except asyncio.CancelledError:
             if not watch.gone:
@@ -154,6 +189,13 @@ class Proxy:
         finally:
             watch.finished = True
             watcher.cancel()
+
+    async def _hosted(self, send: Send, rec: RequestRecord, plan: Plan, cause: FallbackCause,
+                      payload: dict[str, Any]) -> None:
+        hosted = self.gate.hosted
+        if hosted is None:
+            raise errors.FallbackUnavailable("Hosted fallback is not enabled in this gateway.")
+        await hosted.serve(send, rec, plan.rules, cause, payload)
 
     async def _connect(self, scope: Scope, rec: RequestRecord, route: Route, body: bytes,
                        headers: list[tuple[bytes, bytes]]) -> tuple[UpstreamResponse, Backend, tuple[float, float]]:

@@ -26,6 +26,10 @@ class Backend:
     outstanding: int = 0
     last_error: str | None = None
     managed: bool = False
+    local: bool = False  # on this box (managed or loopback): its GPUs' energy is measurable
+    # Load reported by vLLM's /metrics (polled with health when an overload threshold is set).
+    waiting: float | None = None  # vllm:num_requests_waiting
+    kv_cache_usage: float | None = None  # vllm:kv_cache_usage_perc, 0..1
     # Each in-flight request's share of this backend's busy time (and energy, when measured):
     # share_clock = integral of dt / n(t) over time, advanced whenever n changes, so a request's
     # share is the clock's difference between its release and acquire: O(1), no timers.

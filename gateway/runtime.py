@@ -11,6 +11,7 @@ from starlette.responses import Response
 from gateway.accounting.recorder import Recorder
 from gateway.accounting.store import Store
 from gateway.backends import BackendPool
+from gateway.governance import Governance
 from gateway.managed import ManagedServer
 from gateway.meter import ShadowMeter
 from gateway.metrics import Metrics
@@ -32,6 +33,7 @@ class Runtime:
     meter: ShadowMeter | None = None
     prices: PriceStore | None = None
     metrics: Metrics | None = None
+    governance: Governance | None = None  # teams, keys and policy
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 DEFAULT_PORT = 7878  # vLLM uses 8000 and the LiteLLM proxy 4000
 DEFAULT_CACHE = Path(os.environ.get("NOMETER_CACHE", Path.home() / ".cache" / "nometer"))
@@ -115,6 +115,86 @@ class MeterSettings(_Frozen):
     backend_box: dict[str, BoxSettings] = Field(default_factory=dict)  # per backend name
 
 
+# -- teams, keys and policy (see docs/policy.md) -----------------------------------------------
+
+FallbackCause = Literal["unavailable", "overloaded", "model_missing", "context_too_long"]
+FALLBACK_CAUSES: tuple[FallbackCause, ...] = ("unavailable", "overloaded", "model_missing", "context_too_long")
+
+
+class AuthSettings(_Frozen):
+    """Who may call. Keys are stored hashed in the ledger database (``nometer keys``)."""
+
+    mode: Literal["open", "keys"] | None = None  # None: open while bound to loopback, keys otherwise
+    allow_open_non_loopback: bool = False  # the explicit force to serve `open` on a public address
+    admin_key_env: str | None = "NOMETER_ADMIN_KEY"  # env var holding the admin key; unset: no admin API
+    refresh_s: float = 1.0  # how often keys changed by the CLI (another process) are re-read
+
+
+class RateLimit(_Frozen):
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute
+    tpm: int | None = Field(default=None, ge=1)  # tokens (prompt + completion) per minute
+
+
+class TeamLimits(_Frozen):
+    key: RateLimit = RateLimit()  # each key of the team
+    team: RateLimit = RateLimit()  # all keys of the team together
+
+
+class BudgetSettings(_Frozen):
+    """Hosted (fallback) spend per team, UTC periods. Local requests never count."""
+
+    usd_per_day: Decimal | None = Field(default=None, ge=0)
+    usd_per_month: Decimal | None = Field(default=None, ge=0)
+    # Reservation for a request without max_tokens; the hosted call is then capped at it.
+    assume_max_tokens: int = Field(default=4096, ge=1)
+
+
+class FallbackSettings(_Frozen):
+    models: tuple[str, ...] = ()  # ordered hosted models, litellm names (openai/..., anthropic/...)
+    # what allows it (not named `on`: YAML 1.1 reads an unquoted `on` key as true)
+    triggers: tuple[FallbackCause, ...] = ("unavailable", "overloaded", "context_too_long")
+
+
+class TeamPolicy(_Frozen):
+    models: tuple[str, ...] | None = None  # allowed model names and aliases (fnmatch patterns); None: all
+    local_only: bool = False  # nothing leaves the box: fallback is refused even when configured
+    limits: TeamLimits = TeamLimits()
+    budget: BudgetSettings = BudgetSettings()
+    fallback: FallbackSettings = FallbackSettings()
+
+
+class HostedModelSettings(_Frozen):
+    """How to reach one hosted model; credentials by env var name, never inline."""
+
+    api_base: str | None = None
+    api_key_env: str | None = None  # unset: litellm reads the provider's usual variable
+    api_version: str | None = None  # azure
+    price_as: str | None = None  # price-table name when the litellm name is a deployment name
+    timeout_s: float = 600.0
+    params: dict[str, Any] = Field(default_factory=dict)  # extra litellm arguments (aws_region_name, ...)
+
+
+class OverloadSettings(_Frozen):
+    """When a local backend counts as overloaded, from vLLM's ``/metrics`` (polled with health)."""
+
+    max_waiting: int | None = Field(default=None, ge=0)  # vllm:num_requests_waiting above this
+    max_kv_cache_usage: float | None = Field(default=None, ge=0, le=1)  # vllm:kv_cache_usage_perc
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_waiting is not None or self.max_kv_cache_usage is not None
+
+
+class HostedSettings(_Frozen):
+    models: dict[str, HostedModelSettings] = Field(default_factory=dict)
+    overload: OverloadSettings = OverloadSettings()
+
+
+class LimitsSettings(_Frozen):
+    redis_url: str | None = None  # share rate limits and budgets between replicas (redis.asyncio)
+    redis_prefix: str = "nometer"
+
+
 class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
@@ -124,6 +204,13 @@ class Settings(_Frozen):
     routing: RoutingSettings = RoutingSettings()
     ledger: LedgerSettings = LedgerSettings()
     meter: MeterSettings = MeterSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    hosted: HostedSettings = HostedSettings()
+    policy: TeamPolicy = TeamPolicy()  # anonymous callers (open mode) and teams not listed below
+    teams: dict[str, TeamPolicy] = Field(default_factory=dict)
+    # How these settings were loaded, so a reload can read the same layers again (not a field).
+    _origin: tuple[str | None, Mapping[str, str] | None, Mapping[str, Any] | None] | None = PrivateAttr(None)
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,4 +257,15 @@ def load_settings(config: str | os.PathLike[str] | None = None, *, env: Mapping[
     data = _deep_merge(data, _env_layer(env))
     if overrides:
         data = _deep_merge(data, overrides)
-    return Settings.model_validate(data)
+    settings = Settings.model_validate(data)
+    settings._origin = (str(path) if path else None, None if env is os.environ else dict(env),
+                        dict(overrides) if overrides else None)
+    return settings
+
+
+def reload_settings(settings: Settings) -> Settings:
+    """Read the same layers again (the YAML file may have changed); ValueError/OSError on bad config."""
+    if settings._origin is None:
+        return settings
+    path, env, overrides = settings._origin
+    return load_settings(path, env=env, overrides=overrides)

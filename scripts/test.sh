@@ -3,6 +3,7 @@
 #
 #   1. .venv (python3 -m venv) with the project and its `test` extra, editable
 #   2. PostgreSQL and Redis on 127.0.0.1, started if they do not answer
+#   2b. Debian's chromium, for the browser test of the dashboard
 #   3. the CPU vLLM venv and tiny model, cached in $NOMETER_CACHE (default ~/.cache/nometer):
 #      about 2 min and 2.5 GB the first time, nothing after
 #   4. python -m pytest "$@"; its exit status is ours (5, "no tests collected", is an error too)
@@ -60,9 +61,9 @@ if ! redis-cli ping >/dev/null 2>&1; then
   wait_for 30 redis-cli ping
 fi
 
-# Chromium, for a later browser test: not needed yet.
-# step "Chromium"
-# command -v chromium >/dev/null || need chromium chromium
+# Debian's Chromium, for the dashboard's browser test (Playwright drives it; never `playwright install`)
+step "Chromium"
+need chromium chromium
 
 if [ "${NOMETER_SKIP_VLLM:-}" = 1 ]; then
   if [ "${CI:-}" = true ]; then echo "NOMETER_SKIP_VLLM=1 is refused in CI" >&2; exit 2; fi

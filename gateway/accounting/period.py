@@ -31,7 +31,8 @@ def parse_instant(text: str, now: float) -> float:
 def parse_period(since: str | None, start: str | None, end: str | None, now: float) -> tuple[float | None, float | None]:
     if since and start:
         raise ValueError("give either --since or --from, not both")
-    lo = parse_instant(since or start, now) if (since or start) else None
+    first = since or start
+    lo = parse_instant(first, now) if first else None
     hi = parse_instant(end, now) if end else None
     if lo is not None and hi is not None and hi <= lo:
         raise ValueError("the period ends before it starts")

@@ -6,6 +6,8 @@ the ledger). The writer wakes on the first event, waits out one flush window (<=
 default) to gather a batch, turns records into ledger rows in a worker thread (JSON parsing,
 token counting, pricing: CPU work kept off the event loop), then writes the batch in one
 transaction. A graceful stop writes everything still queued; a crash loses at most one window.
+With ``access_log`` on, the same worker thread writes one access-log line per request
+(``gateway.logs.access``): the only access log, so the proxy never formats or writes one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.accounting.events import RequestRecord
+from gateway import logs
+from gateway.accounting.events import EVENT_COLUMNS, RequestRecord
 from gateway.accounting.store import LedgerBatchLike, Store
 from gateway.settings import LedgerSettings
 
@@ -27,9 +30,10 @@ Finalizer = Callable[[list[RequestRecord]], LedgerBatchLike]
 
 
 class Recorder:
-    def __init__(self, store: Store, settings: LedgerSettings, finalize: Finalizer):
+    def __init__(self, store: Store, settings: LedgerSettings, finalize: Finalizer, *, access_log: bool = False):
         self._store = store
         self._finalize = finalize
+        self._access_log = access_log
         self._max = settings.queue_max
         self._window = settings.flush_interval_ms / 1000
         self._batch_max = settings.batch_max
@@ -79,12 +83,21 @@ class Recorder:
             n = min(len(self._queue), self._batch_max)
             batch = [self._queue.popleft() for _ in range(n)]
             try:
-                rows = await asyncio.to_thread(self._finalize, batch)
+                rows = await asyncio.to_thread(self._rows, batch)
             except Exception:
                 log.exception("could not turn %d usage events into rows; they are lost", n)
                 self.dropped += n
                 continue
             await self._write(rows)
+
+    def _rows(self, batch: list[RequestRecord]) -> LedgerBatchLike:
+        rows = self._finalize(batch)
+        if self._access_log:
+            try:
+                logs.access(EVENT_COLUMNS, rows.events)
+            except Exception:  # a log line is never worth a ledger row
+                log.exception("access log of %d requests failed", len(rows.events))
+        return rows
 
     async def _write(self, rows: LedgerBatchLike) -> None:
         for attempt in range(4):

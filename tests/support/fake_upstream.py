@@ -23,6 +23,10 @@ A stream has ``x-fake-chunks`` (header) content chunks, else the request's ``max
 away first (``client_disconnected``), which lets a test check that a gateway closes its upstream
 request when its own client disconnects.
 
+Like vLLM it serves ``/metrics`` (``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc``
+from ``config.waiting`` / ``config.kv_cache_usage``) and, when ``config.max_model_len`` is set,
+reports it per model in ``/v1/models``.
+
 The server runs on its own event loop in a daemon thread, so it serves tests written in any
 style, sync or async, and a gateway running in the same process.
 """
@@ -82,6 +86,9 @@ class FakeConfig:
     reset_after_chunks: int = 3
     retry_after_s: int = 1
     embedding_dim: int = 8
+    max_model_len: int | None = None  # reported per model in /v1/models, like vLLM
+    waiting: int = 0  # vllm:num_requests_waiting in /metrics
+    kv_cache_usage: float = 0.0  # vllm:kv_cache_usage_perc in /metrics
 
 
 _RECORD = web.RequestKey("record", RecordedRequest)
@@ -133,6 +140,7 @@ class FakeUpstream:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
@@ -248,8 +256,18 @@ class FakeUpstream:
         return web.Response()
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODELS]
+        data: list[Json] = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODELS]
+        if self.config.max_model_len is not None:
+            for m in data:
+                m["max_model_len"] = self.config.max_model_len
         return _json(200, {"object": "list", "data": data})
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        """The two load gauges vLLM exports, in Prometheus text format."""
+        labels = f'{{engine="0",model_name="{FAKE_MODEL}"}}'
+        text = (f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} {float(self.config.waiting)}\n"
+                f"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{labels} {self.config.kv_cache_usage}\n")
+        return web.Response(text=text, content_type="text/plain")
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._complete(request, chat=True)

@@ -1,0 +1,196 @@
+"""API keys: made once, shown once, stored only as a SHA-256 digest, looked up by that digest.
+
+A key is ``nmk-`` plus 43 url-safe random characters (256 bits). Its public id (``key_...``) and
+a display prefix are stored beside the digest; the key itself never is. The hot path hashes the
+presented key and does one dict lookup (``KeyRing.find``); the stored digest is then compared
+with ``hmac.compare_digest``, so no comparison of secret material leaks timing.
+
+``KeyStore`` is the table (``api_keys``, schema migration 3) behind the CLI and the admin API:
+synchronous sqlite3, one short connection per call, so the gateway runs it in a worker thread and
+the CLI runs it directly, against the same ledger file, even while the gateway serves. Every write
+bumps ``revision``; the gateway polls the highest revision (cheap) and reloads on a change, which
+is how a key disabled from the CLI stops working within ``auth.refresh_s``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.accounting.store import migrate_sqlite
+
+KEY_PREFIX = "nmk-"
+
+
+def digest(key: str | bytes) -> bytes:
+    raw = key.encode() if isinstance(key, str) else key
+    return hashlib.sha256(raw).digest()
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    key_id: str
+    name: str
+    team: str
+    digest: bytes
+    prefix: str  # first characters of the key, for people to recognise it
+    created: float
+    disabled: float | None = None
+    expires: float | None = None  # a rotated key keeps working until then
+    replaced_by: str | None = None
+
+    def active(self, now: float) -> bool:
+        return self.disabled is None and (self.expires is None or now < self.expires)
+
+    def public(self) -> dict[str, object]:
+        """What listings show: everything but the digest."""
+        return {"key_id": self.key_id, "name": self.name, "team": self.team, "prefix": self.prefix,
+                "created": self.created, "disabled": self.disabled, "expires": self.expires,
+                "replaced_by": self.replaced_by, "active": self.active(time.time())}
+
+
+class KeyRing:
+    """The in-memory index the hot path reads; replaced whole on reload, never mutated."""
+
+    __slots__ = ("_by_digest", "revision")
+
+    def __init__(self, records: Iterable[KeyRecord] = (), revision: int = 0):
+        self._by_digest = {r.digest: r for r in records if r.disabled is None}
+        self.revision = revision
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def find(self, key: bytes) -> KeyRecord | None:
+        d = digest(key)
+        rec = self._by_digest.get(d)
+        if rec is None or not hmac.compare_digest(rec.digest, d) or not rec.active(time.time()):
+            return None
+        return rec
+
+
+class KeyNotFound(LookupError):
+    pass
+
+
+_REVISION = object()  # stands for the write's new revision number in statement parameters
+_COLUMNS = "key_id, name, team, digest, prefix, created, disabled, expires, replaced_by"
+
+
+def _record(row: tuple[object, ...]) -> KeyRecord:
+    key_id, name, team, dig, prefix, created, disabled, expires, replaced_by = row
+    return KeyRecord(str(key_id), str(name), str(team), bytes.fromhex(str(dig)), str(prefix), float(created),  # type: ignore[arg-type]
+                     None if disabled is None else float(disabled),  # type: ignore[arg-type]
+                     None if expires is None else float(expires), None if replaced_by is None else str(replaced_by))  # type: ignore[arg-type]
+
+
+def _insert(rec: KeyRecord) -> tuple[str, tuple[object, ...]]:
+    return (f"INSERT INTO api_keys ({_COLUMNS}, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rec.key_id, rec.name, rec.team, rec.digest.hex(), rec.prefix, rec.created, None, None, None, _REVISION))
+
+
+class KeyStore:
+    """The ``api_keys`` table of one SQLite ledger file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5)
+        conn.execute("PRAGMA busy_timeout=5000")
+        migrate_sqlite(conn)
+        return conn
+
+    def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            rev = conn.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM api_keys").fetchone()[0]
+            for sql, params in statements:
+                conn.execute(sql, tuple(rev if v is _REVISION else v for v in params))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def create(self, team: str, name: str | None = None) -> tuple[str, KeyRecord]:
+        """A new key for ``team``: (the key, shown once; its record)."""
+        if not team:
+            raise ValueError("a key needs a team")
+        secret = new_secret()
+        rec = KeyRecord("key_" + secrets.token_hex(8), name or "default", team, digest(secret),
+                        secret[:len(KEY_PREFIX) + 6], time.time())
+        self._write([_insert(rec)])
+        return secret, rec
+
+    def get(self, key_id: str) -> KeyRecord:
+        conn = self._connect()
+        try:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+        finally:
+            conn.close()
+        if row is None:
+            raise KeyNotFound(key_id)
+        return _record(row)
+
+    def list(self, team: str | None = None) -> list[KeyRecord]:
+        conn = self._connect()
+        try:
+            sql = f"SELECT {_COLUMNS} FROM api_keys" + (" WHERE team = ?" if team else "") + " ORDER BY created"
+            return [_record(r) for r in conn.execute(sql, (team,) if team else ())]
+        finally:
+            conn.close()
+
+    def disable(self, key_id: str) -> KeyRecord:
+        self.get(key_id)
+        self._write([("UPDATE api_keys SET disabled = COALESCE(disabled, ?), revision = ? WHERE key_id = ?",
+                      (time.time(), _REVISION, key_id))])
+        return self.get(key_id)
+
+    def rotate(self, key_id: str, grace_s: float = 0.0) -> tuple[str, KeyRecord]:
+        """A new key for the same team and name; the old one stops now, or after ``grace_s``."""
+        old = self.get(key_id)
+        if old.disabled is not None:
+            raise ValueError(f"key {key_id} is disabled; create a new one instead")
+        secret = new_secret()
+        now = time.time()
+        rec = KeyRecord("key_" + secrets.token_hex(8), old.name, old.team, digest(secret),
+                        secret[:len(KEY_PREFIX) + 6], now)
+        if grace_s > 0:
+            retire = ("UPDATE api_keys SET expires = ?, replaced_by = ?, revision = ? WHERE key_id = ?",
+                      (now + grace_s, rec.key_id, _REVISION, key_id))
+        else:
+            retire = ("UPDATE api_keys SET disabled = ?, replaced_by = ?, revision = ? WHERE key_id = ?",
+                      (now, rec.key_id, _REVISION, key_id))
+        self._write([_insert(rec), retire])
+        return secret, rec
+
+    def revision(self) -> int:
+        conn = self._connect()
+        try:
+            return int(conn.execute("SELECT COALESCE(MAX(revision), 0) FROM api_keys").fetchone()[0])
+        finally:
+            conn.close()
+
+    def ring(self) -> KeyRing:
+        conn = self._connect()
+        try:
+            rev = int(conn.execute("SELECT COALESCE(MAX(revision), 0) FROM api_keys").fetchone()[0])
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE disabled IS NULL").fetchall()
+        finally:
+            conn.close()
+        return KeyRing((_record(r) for r in rows), rev)
