@@ -14,6 +14,7 @@ DEPLOY = Path(__file__).parents[2] / "deploy"
 def test_compose_config_is_valid_settings() -> None:
     s = load_settings(DEPLOY / "compose" / "nometer.yaml", env={})
     assert s.server.host == "0.0.0.0" and s.ledger.path.startswith("/data")
+    assert s.auth.mode == "keys"  # off loopback: keys, never open
     compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
     assert set(compose["services"]) == {"vllm", "nometer"}
     assert compose["services"]["nometer"]["environment"]["NOMETER_BACKENDS"].endswith("/v1")
@@ -22,7 +23,7 @@ def test_compose_config_is_valid_settings() -> None:
 def test_helm_values_config_is_valid_settings() -> None:
     values = yaml.safe_load((DEPLOY / "helm" / "nometer" / "values.yaml").read_text())
     s = load_settings(env={}, overrides=values["config"])
-    assert s.backends[0].url == "http://vllm:8000/v1"
+    assert s.backends[0].url == "http://vllm:8000/v1" and s.auth.mode == "keys"
     chart = yaml.safe_load((DEPLOY / "helm" / "nometer" / "Chart.yaml").read_text())
     assert chart["name"] == "nometer"
 
