@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import orjson
@@ -24,9 +24,20 @@ from gateway.settings import BoxSettings, MeterSettings
 from pricing.cost import CloudUsage
 from pricing.local import BoxCost
 from pricing.money import as_decimal, decimal_str
-from pricing.receipt import ReceiptInputs, ReferenceTokens, compute_receipt, receipt_digest
+from pricing.cost import CloudCost, cloud_cost
+from pricing.local import LocalCost, request_local_cost
+from pricing.money import CONTEXT
+from pricing.receipt import ReceiptInputs, ReferenceTokens
 from pricing.tables import PriceTable
-from pricing.tokens import REPLY_PRIMING, count_chat_prompt, count_completion, count_text, tokenizer_for
+from pricing.tokens import (
+    REPLY_PRIMING,
+    count_chat_prompt,
+    count_completion,
+    count_text,
+    scale,
+    tokenizer_for,
+    unscaled,
+)
 
 PICO = Decimal(10) ** 12
 _CHAT = "/v1/chat/completions"
@@ -44,9 +55,15 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Shadow:
+    """A request's metered figures: the receipt's inputs and the amounts computed from them.
+
+    The full receipt (rates, terms, decimal strings) is only built when someone asks for it
+    (``pricing.receipt.compute_receipt``, from the stored inputs): the recorder computes just the
+    amounts the ledger sums, with the same functions, so ``verify`` finds the same numbers."""
+
     inputs: ReceiptInputs
-    receipt: dict[str, Any]
-    digest: str
+    local: LocalCost
+    costs: tuple[tuple[str | None, CloudCost, Decimal | None], ...]  # per reference: price key, cost, savings
 
 
 def box_cost(b: BoxSettings) -> BoxCost:
@@ -73,9 +90,9 @@ def rounded_joules(joules: float | None) -> float | None:
     return None if joules is None else round(joules, 3)
 
 
-def pico(value: str | None) -> int | None:
-    """A decimal-string dollar amount as integer pico-dollars (exact sums in SQL)."""
-    return None if value is None else int((Decimal(value) * PICO).to_integral_value())
+def pico(value: str | Decimal | None) -> int | None:
+    """A dollar amount (Decimal or decimal string) as integer pico-dollars (exact sums in SQL)."""
+    return None if value is None else int((Decimal(value) * PICO).to_integral_value(context=CONTEXT))
 
 
 class ShadowMeter:
@@ -105,18 +122,46 @@ class ShadowMeter:
         if rec.route != "local" or rec.endpoint not in _METERED or usage.prompt_tokens is None or not rec.request:
             return None
         prefix = self.prefixes.seen_prefix(rec) if usage.cached_tokens is None else None
-        refs = tuple(self._count(ref, rec, usage, answer, prefix) for ref in self.references(rec))
+        raw: dict[str, tuple[int, int, int, int | None]] = {}
+        refs = tuple(self._count(ref, rec, usage, answer, prefix, raw) for ref in self.references(rec))
         busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))
         joules = None if rec.joules is None else Decimal(repr(rounded_joules(rec.joules)))
         inputs = ReceiptInputs(references=refs, table=self.table, cache_mode=self.settings.cache_mode,
                                busy_seconds=busy, box=self._boxes.get(rec.backend or "", self._default_box),
                                joules=joules)
-        receipt = compute_receipt(inputs)
-        return Shadow(inputs, receipt, receipt_digest(receipt))
+        local = request_local_cost(inputs.busy_seconds, inputs.joules, inputs.box)
+        costs = []
+        for ref in refs:
+            key = self.table.resolve(ref.model)
+            cost = cloud_cost(None if key is None else self.table.models[key], ref.usage, inputs.cache_mode)
+            with localcontext(CONTEXT):
+                savings = None if cost.total is None else cost.total - local.total
+            costs.append((key, cost, savings))
+        return Shadow(inputs, local, tuple(costs))
 
-    def _count(self, ref: str, rec: RequestRecord, usage: Usage, answer: Answer,
-               prefix: list[Any] | None) -> ReferenceTokens:
+    def _count(self, ref: str, rec: RequestRecord, usage: Usage, answer: Answer, prefix: list[Any] | None,
+               raw: dict[str, tuple[int, int, int, int | None]]) -> ReferenceTokens:
+        """One reference's token counts. Texts are tokenized once per encoding (``raw``), then
+        scaled by each family's factor: the same numbers as counting per reference, a third of
+        the work for the default references."""
         spec = tokenizer_for(ref)
+        if spec.encoding not in raw:
+            raw[spec.encoding] = self._raw_counts(unscaled(spec), rec, answer, prefix)
+        r_prompt, r_output, r_reasoning, r_prefix = raw[spec.encoding]
+        prompt, output = scale(r_prompt, spec), scale(r_output, spec)
+        reasoning = min(output, scale(r_reasoning, spec))
+        cached = 0
+        if usage.cached_tokens and usage.prompt_tokens:
+            # the cloud would have cached the same share of the prompt that vLLM found cached
+            cached = min(prompt, prompt * usage.cached_tokens // usage.prompt_tokens)
+        elif r_prefix is not None and self.settings.cache_mode == "conservative":
+            # vLLM did not say: the gateway's own prefix tracking (see PrefixTracker)
+            cached = cacheable(prompt, scale(r_prefix, spec) - REPLY_PRIMING)
+        return ReferenceTokens(ref, spec.name, spec.estimated,
+                               CloudUsage(prompt, output, cached_tokens=cached, reasoning_tokens=reasoning))
+
+    def _raw_counts(self, spec: Any, rec: RequestRecord, answer: Answer,
+                    prefix: list[Any] | None) -> tuple[int, int, int, int | None]:
         req = rec.request or {}
         if rec.endpoint == _CHAT:
             raw_messages, raw_tools = req.get("messages"), req.get("tools")
@@ -129,17 +174,9 @@ class ShadowMeter:
             prompt = sum(count_text(t, spec) for t in _texts(req.get("prompt", req.get("input"))))
         output = 0 if rec.endpoint == "/v1/embeddings" else count_completion(
             answer.reasoning + answer.content, list(answer.tool_calls) or None, spec)
-        reasoning = min(output, count_text(answer.reasoning, spec)) if answer.reasoning else 0
-        cached = 0
-        if usage.cached_tokens and usage.prompt_tokens:
-            # the cloud would have cached the same share of the prompt that vLLM found cached
-            cached = min(prompt, prompt * usage.cached_tokens // usage.prompt_tokens)
-        elif usage.cached_tokens is None and prefix and self.settings.cache_mode == "conservative":
-            # vLLM did not say: the gateway's own prefix tracking (see PrefixTracker)
-            cached = cacheable(prompt, count_chat_prompt(prefix, None, spec) - REPLY_PRIMING)
-        return ReferenceTokens(ref, spec.name, spec.estimated,
-                               CloudUsage(prompt, output, cached_tokens=cached, reasoning_tokens=reasoning))
-
+        reasoning = count_text(answer.reasoning, spec) if answer.reasoning else 0
+        r_prefix = count_chat_prompt(prefix, None, spec) if prefix else None
+        return prompt, output, reasoning, r_prefix
 
 CACHE_MIN_TOKENS = 1024  # OpenAI caches prompts of at least 1,024 tokens ...
 CACHE_INCREMENT = 128  # ... in increments of 128 tokens

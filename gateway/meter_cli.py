@@ -67,7 +67,7 @@ def _verify(args: argparse.Namespace) -> int:
     lo, hi = _period(args)
     where, params = ReportQuery(since=lo, until=hi).where(reader.placeholder)
     progress("reading the ledger")
-    events = reader.fetch(f"SELECT * FROM usage_events e WHERE {where} AND e.receipt_sha256 IS NOT NULL ORDER BY e.id",
+    events = reader.fetch(f"SELECT * FROM usage_events e WHERE {where} AND e.price_table_id IS NOT NULL ORDER BY e.id",
                           params)
     bad = 0
     for i, ev in enumerate(events, 1):

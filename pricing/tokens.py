@@ -158,6 +158,19 @@ def _raw(text: str, enc: tiktoken.Encoding) -> int:
     return len(enc.encode_ordinary(text)) if text else 0
 
 
+def unscaled(spec: TokenizerSpec) -> TokenizerSpec:
+    """The same encoding with factor 1: count once with it, then `scale` for each family.
+
+    `scale(count_x(..., unscaled(spec)), spec) == count_x(..., spec)` for every `count_*`, since
+    each scales its raw total exactly once."""
+    return TokenizerSpec(spec.encoding, spec.encoding, Decimal(1), spec.estimated, spec.family)
+
+
+def scale(count: int, spec: TokenizerSpec) -> int:
+    """A raw count of `spec.encoding` in `spec`'s units (its family factor, rounded half-up)."""
+    return _scaled(count, spec)
+
+
 def _scaled(count: int, spec: TokenizerSpec) -> int:
     if spec.factor == 1:
         return count

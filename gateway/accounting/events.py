@@ -61,7 +61,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "key_id", "team", "tag", "error",
     # schema v2: the shadow meter
     "uid", "price_table_id", "cache_mode", "busy_s", "joules", "box", "local_energy_pusd",
-    "local_hardware_pusd", "receipt_sha256", "hosted_cost_pusd",
+    "local_hardware_pusd", "hosted_cost_pusd",
 )
 SHADOW_COLUMNS: tuple[str, ...] = (
     "event_uid", "ref_index", "ref_model", "price_key", "tokenizer", "estimated", "input_tokens",

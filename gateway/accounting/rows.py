@@ -37,12 +37,11 @@ def _day(ts: float) -> str:
 def to_row(rec: RequestRecord, usage: Usage, uid: str, shadow: Shadow | None) -> Row:
     busy, joules = rounded_busy(rec.busy_s), rounded_joules(rec.joules)
     if shadow is not None:
-        local = shadow.receipt["local"]
         meter: tuple[object, ...] = (
             shadow.inputs.table.id, shadow.inputs.cache_mode, busy, joules, box_json(shadow.inputs.box),
-            pico(local["energy_usd"]), pico(local["hardware_share_usd"]), shadow.digest)
+            pico(shadow.local.energy_usd), pico(shadow.local.hardware_usd))
     else:
-        meter = (None, None, busy, joules, None, None, None, None)
+        meter = (None, None, busy, joules, None, None, None)
     return (
         rec.request_id, rec.started, _day(rec.started), rec.endpoint, rec.requested_model,
         rec.served_model, rec.backend, rec.route, rec.provider, rec.fallback_cause, rec.outcome,
@@ -56,11 +55,10 @@ def to_row(rec: RequestRecord, usage: Usage, uid: str, shadow: Shadow | None) ->
 
 def shadow_rows(uid: str, shadow: Shadow) -> list[Row]:
     out: list[Row] = []
-    for i, ref in enumerate(shadow.receipt["references"]):
-        t = ref["tokens"]
-        out.append((uid, i, ref["model"], ref["price_key"], ref["tokenizer"], int(ref["estimated"]),
-                    t["input"], t["cached"], t["cache_write"], t["output"], t["reasoning"],
-                    pico(ref["cloud_usd"]), pico(ref["savings_usd"])))
+    for i, (ref, (key, cost, savings)) in enumerate(zip(shadow.inputs.references, shadow.costs, strict=True)):
+        u = ref.usage
+        out.append((uid, i, ref.model, key, ref.tokenizer, int(ref.estimated), u.input_tokens, u.cached_tokens,
+                    u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, pico(cost.total), pico(savings)))
     return out
 
 

@@ -95,6 +95,11 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         "CREATE INDEX api_keys_team ON api_keys (team)",
         "CREATE INDEX api_keys_revision ON api_keys (revision)",
     )),
+    # 4: receipts are rebuilt from their stored inputs on demand; the recorder no longer builds
+    # (and digests) a full receipt per request, so the digest column goes.
+    (4, (
+        "ALTER TABLE usage_events DROP COLUMN receipt_sha256",
+    )),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -78,7 +78,7 @@ async def receipt(request: Request) -> Response:
     if not rows or (not is_admin and rows[0]["team"] != team):
         raise errors.RouteNotFound(f"No receipt for request `{rid}`.", param="request_id")
     event = rows[0]
-    if event["receipt_sha256"] is None:
+    if event["price_table_id"] is None:
         raise errors.RouteNotFound(f"Request `{rid}` was not metered (outcome {event['outcome']}, "
                                    f"route {event['route']}): it has no receipt.", param="request_id")
     shadows = await rt.store.fetch(receipts.SHADOW_SQL.format(p="?" if ph == "?" else "$1"), [event["uid"]])

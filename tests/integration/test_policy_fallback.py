@@ -105,7 +105,7 @@ def test_model_missing_falls_back_and_ledger_has_route_provider_cause_cost(
         assert row["prompt_tokens"] == r.usage.prompt_tokens and row["completion_tokens"] == 5
         expected = priced(g, "gpt-4.1-mini", r.usage.model_dump())
         assert Decimal(row["hosted_cost_pusd"]) / PICO == expected
-        assert row["receipt_sha256"] is None  # hosted requests are billed, not shadow-metered
+        assert row["price_table_id"] is None  # hosted requests are billed, not shadow-metered
         # a served model stays local
         raw = client(g).chat.completions.with_raw_response.create(model="fake-model", messages=MSG)
         assert "x-nometer-route" not in raw.headers
