@@ -21,12 +21,9 @@ import orjson
 from gateway.accounting.events import RequestRecord
 from gateway.accounting.usage import Usage
 from gateway.settings import BoxSettings, MeterSettings
-from pricing.cost import CloudUsage
-from pricing.local import BoxCost
-from pricing.money import as_decimal, decimal_str
-from pricing.cost import CloudCost, cloud_cost
-from pricing.local import LocalCost, request_local_cost
-from pricing.money import CONTEXT
+from pricing.cost import CloudCost, CloudUsage, cloud_cost
+from pricing.local import BoxCost, LocalCost, request_local_cost
+from pricing.money import CONTEXT, as_decimal, decimal_str
 from pricing.receipt import ReceiptInputs, ReferenceTokens
 from pricing.tables import PriceTable
 from pricing.tokens import (
