@@ -86,30 +86,6 @@ def _stream_usage(events: list[dict[str, Any]]) -> Usage | None:
     return None
 
 
-def stream_text(events: list[dict[str, Any]]) -> str:
-    """Generated text of a stream (chat deltas, completion text, Responses text deltas)."""
-    parts: list[str] = []
-    for ev in events:
-        for ch in ev.get("choices") or ():
-            if not isinstance(ch, dict):
-                continue
-            delta = ch.get("delta")
-            if isinstance(delta, dict):
-                for key in ("reasoning_content", "reasoning", "content"):
-                    v = delta.get(key)
-                    if isinstance(v, str):
-                        parts.append(v)
-                for tc in delta.get("tool_calls") or ():
-                    fn = tc.get("function") if isinstance(tc, dict) else None
-                    if isinstance(fn, dict):
-                        parts.extend(v for v in (fn.get("name"), fn.get("arguments")) if isinstance(v, str))
-            elif isinstance(ch.get("text"), str):
-                parts.append(ch["text"])
-        if ev.get("type") == "response.output_text.delta" and isinstance(ev.get("delta"), str):
-            parts.append(ev["delta"])
-    return "".join(parts)
-
-
 def _content_deltas(events: list[dict[str, Any]]) -> int:
     n = 0
     for ev in events:

@@ -4,7 +4,8 @@ import orjson
 
 from gateway.accounting import events as ev
 from gateway.accounting.events import RequestRecord
-from gateway.accounting.usage import ESTIMATED, UPSTREAM, extract, stream_text
+from gateway.accounting.usage import ESTIMATED, UPSTREAM, extract
+from gateway.meter import answer_of
 
 
 def _rec(**kw: object) -> RequestRecord:
@@ -36,9 +37,10 @@ def test_stream_usage_chunk_and_text() -> None:
               b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\ndata: {"choices":[{"delta":{"content":"lo"}}]}\n\n',
               b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}\n\n',
               b"data: [DONE]\n\n"]
-    u, events = extract(_rec(stream=True, chunks=chunks))
+    rec = _rec(stream=True, chunks=chunks)
+    u, events = extract(rec)
     assert (u.prompt_tokens, u.completion_tokens, u.source) == (9, 2, UPSTREAM)
-    assert events is not None and stream_text(events) == "Hello"
+    assert events is not None and answer_of(rec, events).content == "Hello"
 
 
 def test_responses_stream_completed_event() -> None:
