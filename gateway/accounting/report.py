@@ -177,7 +177,7 @@ def _sum_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
     t["cloud_tokens"] = ct
     t["cloud_cost_usd"] = add_money("cloud_cost_usd")
     t["unpriced_requests"] = {m: sum(g["unpriced_requests"].get(m, 0) for g in groups) for m in ct}
-    t["local_cost_usd"] = add_money("local_cost_usd")
+    t["local_cost_usd"] = {"energy": "0", "hardware": "0", "total": "0", **add_money("local_cost_usd")}
     t["hosted_spend_usd"] = decimal_str(sum((Decimal(g["hosted_spend_usd"]) for g in groups), Decimal(0)))
     by_cause: dict[str, dict[str, Any]] = {}
     for g in groups:

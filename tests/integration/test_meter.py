@@ -191,8 +191,11 @@ def test_report_query_validation(tmp_path: Path, fake: FakeUpstream) -> None:
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
         r = httpx.get(g.url + "/v1/nometer/report", params={"since": "7d", "by": "day"})
         assert r.status_code == 200 and r.json()["groups"] == []
+        assert r.json()["totals"]["local_cost_usd"]["total"] == "0"
     finally:
         g.stop()
+    empty = nometer("report", "--db", str(g.db_path))  # an empty ledger prints a table, not a traceback
+    assert empty.returncode == 0 and "total" in empty.stdout, empty.stderr
     assert nometer("report", "--db", str(tmp_path / "missing.db")).returncode != 0
 
 
