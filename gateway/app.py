@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from gateway.accounting.store import Store, open_store
 from gateway.backends import BackendPool, build_backends
 from gateway.energy import EnergySampler, nvml_reader
 from gateway.governance import Governance
+from gateway.ids import new_id
 from gateway.logs import REQUEST_ID
 from gateway.managed import ManagedServer
 from gateway.meter import ShadowMeter
@@ -115,7 +115,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = next((v for k, v in scope["headers"] if k == b"x-request-id"), None) or uuid.uuid4().hex.encode()
+        rid = next((v for k, v in scope["headers"] if k == b"x-request-id"), None) or new_id().encode()
         REQUEST_ID.set(rid.decode("latin-1"))
 
         async def send_with_id(message: dict[str, Any]) -> None:
@@ -148,7 +148,7 @@ class NometerApp:
                 try:
                     ident = self.auth.identify(scope["headers"])
                 except errors.GatewayError as exc:
-                    await send_error(send, exc, uuid.uuid4().hex)
+                    await send_error(send, exc, new_id())
                     return
                 if ident is not None:
                     scope[auth.SCOPE_KEY] = ident

@@ -49,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     uvicorn.run(app, host=settings.server.host, port=settings.server.port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None,
-                server_header=False, timeout_graceful_shutdown=10)
+                server_header=False, proxy_headers=False, timeout_graceful_shutdown=10)
     return 0
 
 

@@ -78,37 +78,46 @@ class Metrics:
                               registry=r)
         self.written = Counter("nometer_ledger_written_events", "Usage events written to the ledger", registry=r)
         r.register(_Live(live))
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(...)`` memoized: prometheus_client validates and locks on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe(self, batch: LedgerBatchLike) -> None:
-        """Recorder listener: called once per written batch, on the event loop, off the hot path."""
+        """Recorder listener: called once per written batch, in the recorder's worker thread."""
         teams: dict[str, tuple[str, str]] = {}
         for row in batch.events:
             model = row[_E["served_model"]] or row[_E["requested_model"]] or ""
             team = row[_E["team"]] or ""
             teams[row[_E["uid"]]] = (model, team)
             op = _OPERATION.get(row[_E["endpoint"]], "other")
-            self.requests.labels(model, team, row[_E["backend"]] or "", row[_E["route"]], row[_E["outcome"]]).inc()
+            self._child(self.requests, model, team, row[_E["backend"]] or "", row[_E["route"]], row[_E["outcome"]]).inc()
             if row[_E["latency_ms"]] is not None:
-                self.duration.labels(op, row[_E["requested_model"]] or "", model, team).observe(row[_E["latency_ms"]] / 1000)
+                self._child(self.duration, op, row[_E["requested_model"]] or "", model, team).observe(row[_E["latency_ms"]] / 1000)
             if row[_E["ttft_ms"]] is not None and row[_E["stream"]]:
-                self.ttft.labels(op, model).observe(row[_E["ttft_ms"]] / 1000)
+                self._child(self.ttft, op, model).observe(row[_E["ttft_ms"]] / 1000)
             for kind, col in (("input", "prompt_tokens"), ("output", "completion_tokens")):
                 n = row[_E[col]]
                 if n is not None:
-                    self.tokens.labels(model, team, kind).inc(n)
-                    self.token_usage.labels(op, model, kind).observe(n)
+                    self._child(self.tokens, model, team, kind).inc(n)
+                    self._child(self.token_usage, op, model, kind).observe(n)
             for kind, col in (("energy", "local_energy_pusd"), ("hardware", "local_hardware_pusd")):
                 if row[_E[col]]:
-                    self.local.labels(model, team, kind).inc(float(Decimal(row[_E[col]]) / PICO))
+                    self._child(self.local, model, team, kind).inc(float(Decimal(row[_E[col]]) / PICO))
             if row[_E["hosted_cost_pusd"]]:
-                self.hosted.labels(model, team, row[_E["fallback_cause"]] or "").inc(
+                self._child(self.hosted, model, team, row[_E["fallback_cause"]] or "").inc(
                     float(Decimal(row[_E["hosted_cost_pusd"]]) / PICO))
         for s in batch.shadows:
             model, team = teams.get(s[_S["event_uid"]], ("", ""))
             if s[_S["cloud_pusd"]] is not None:
                 ref = s[_S["ref_model"]]
-                self.cloud.labels(model, team, ref).inc(float(Decimal(s[_S["cloud_pusd"]]) / PICO))
-                self.savings.labels(model, team, ref).inc(float(Decimal(s[_S["savings_pusd"]]) / PICO))
+                self._child(self.cloud, model, team, ref).inc(float(Decimal(s[_S["cloud_pusd"]]) / PICO))
+                self._child(self.savings, model, team, ref).inc(float(Decimal(s[_S["savings_pusd"]]) / PICO))
         self.written.inc(len(batch.events))
 
     def render(self) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from gateway.accounting import events as ev
 from gateway.accounting.events import RequestRecord
 from gateway.admission import Gate, Plan
 from gateway.backends import BackendPool
+from gateway.ids import new_id
 from gateway.logs import REQUEST_ID
 from gateway.request import read_body, request_model
 from gateway.routing import Backend, Route, Router
@@ -73,7 +73,7 @@ class Proxy:
             elif k == b"x-nometer-tag":
                 tag = v.decode("latin-1")
         if not rid:
-            rid = uuid.uuid4().hex
+            rid = new_id()
         REQUEST_ID.set(rid)  # log lines from this request carry its id
         path: str = scope["path"]
         started, t0 = time.time(), time.perf_counter()

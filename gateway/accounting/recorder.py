@@ -45,7 +45,7 @@ class Recorder:
         self.dropped = 0
         self.written = 0
         self.failed_batches = 0
-        self.listeners: list[Callable[[LedgerBatchLike], Any]] = []  # e.g. metrics, after a write
+        self.listeners: list[Callable[[LedgerBatchLike], Any]] = []  # e.g. metrics; run in a worker thread after a write
 
     @property
     def depth(self) -> int:
@@ -99,17 +99,25 @@ class Recorder:
                 log.exception("access log of %d requests failed", len(rows.events))
         return rows
 
+    def _notify(self, rows: LedgerBatchLike) -> None:
+        for listener in self.listeners:
+            try:
+                listener(rows)
+            except Exception:  # a metrics bug must never cost a ledger row (or a retry of one)
+                log.exception("recorder listener failed")
+
     async def _write(self, rows: LedgerBatchLike) -> None:
         for attempt in range(4):
             try:
                 await self._store.insert_batch(rows)
-                self.written += len(rows.events)
-                for listener in self.listeners:
-                    listener(rows)
-                return
             except Exception:
                 log.exception("ledger write of %d rows failed (attempt %d)", len(rows.events), attempt + 1)
                 await asyncio.sleep(0.2 * 2 ** attempt)
+                continue
+            self.written += len(rows.events)
+            if self.listeners:  # metrics: CPU work, so in the worker thread, not on the event loop
+                await asyncio.to_thread(self._notify, rows)
+            return
         self.failed_batches += 1
         self.dropped += len(rows.events)
         log.error("LEDGER WRITE GAVE UP: %d usage events lost", len(rows.events))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.accounting.events import RequestRecord
 from gateway.accounting.store import Row
 from gateway.accounting.usage import Usage, extract
+from gateway.ids import new_id
 from gateway.meter import Shadow, ShadowMeter, answer_of, box_json, pico, rounded_busy, rounded_joules
 
 log = logging.getLogger("nometer.recorder")
@@ -67,7 +67,7 @@ def make_finalizer(count_tokens: Callable[[str], int] | None,
     def finalize(batch: list[RequestRecord]) -> LedgerBatch:
         out = LedgerBatch()
         for rec in batch:
-            uid = uuid.uuid4().hex
+            uid = new_id()
             usage, shadow = Usage(), None
             try:
                 usage, events = extract(rec, count_tokens)
