@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import auth, errors
+from gateway.accounting.events import RequestRecord
 from gateway.accounting.recorder import Recorder
-from gateway.accounting.rows import make_finalizer
+from gateway.accounting.rows import LedgerBatch, make_finalizer
 from gateway.accounting.store import Store, open_store
+from gateway.accounting.worker import MeterPool
 from gateway.backends import BackendPool, build_backends
 from gateway.energy import EnergySampler, nvml_reader
 from gateway.governance import Governance
@@ -64,6 +66,12 @@ def build_meter(settings: Settings, prices: PriceStore) -> ShadowMeter:
     return ShadowMeter(settings.meter, table, settings.aliases)
 
 
+def finalizer(settings: Settings, table_id: str) -> Callable[[list[RequestRecord]], LedgerBatch]:
+    """Records -> rows with the shadow meter on the pinned table (used by the meter process)."""
+    meter = ShadowMeter(settings.meter, price_store(settings).get(table_id), settings.aliases)
+    return make_finalizer(_estimate_tokens, meter)
+
+
 def build_runtime(settings: Settings) -> Runtime:
     router = Router(build_backends(settings), settings.aliases)
     pool = BackendPool(router, settings)
@@ -71,7 +79,8 @@ def build_runtime(settings: Settings) -> Runtime:
     prices = price_store(settings)
     meter = build_meter(settings, prices)
     recorder = Recorder(store, settings.ledger, make_finalizer(_estimate_tokens, meter),
-                        access_log=settings.server.access_log)
+                        access_log=settings.server.access_log,
+                        pool=MeterPool(settings, meter.table.id) if settings.ledger.meter_process else None)
     governance = Governance(settings, router, pool, meter.table)
     proxy = Proxy(router, pool, recorder.record, settings, governance.gate)
     log_dir = Path(settings.ledger.path).resolve().parent / "logs"

@@ -82,6 +82,9 @@ class LedgerSettings(_Frozen):
     queue_max: int = 10_000
     flush_interval_ms: int = 100
     batch_max: int = 500
+    # meter in a separate process (default): the tokenizing and pricing never compete with the
+    # event loop for the GIL; false: a thread of the gateway process (less memory, more latency)
+    meter_process: bool = True
 
 
 class BoxSettings(_Frozen):

@@ -3,8 +3,9 @@
 ``record()`` never awaits and never blocks: the proxy calls it exactly once per request. When the
 queue is full the event is dropped, counted and logged loudly (a request is never slowed down by
 the ledger). The writer wakes on the first event, waits out one flush window (<= 100 ms by
-default) to gather a batch, turns records into ledger rows in a worker thread (JSON parsing,
-token counting, pricing: CPU work kept off the event loop), then writes the batch in one
+default) to gather a batch, turns records into ledger rows in the meter process (JSON parsing,
+token counting, pricing: CPU work kept off the event loop and its GIL; ``worker.py``), or in a
+worker thread when that is off, then writes the batch in one
 transaction. A graceful stop writes everything still queued; a crash loses at most one window.
 With ``access_log`` on, the same worker thread writes one access-log line per request
 (``gateway.logs.access``): the only access log, so the proxy never formats or writes one.
@@ -17,12 +18,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import logs
 from gateway.accounting.events import EVENT_COLUMNS, RequestRecord
 from gateway.accounting.store import LedgerBatchLike, Store
 from gateway.settings import LedgerSettings
+
+if TYPE_CHECKING:
+    from gateway.accounting.worker import MeterPool
 
 log = logging.getLogger("nometer.recorder")
 
@@ -30,9 +34,11 @@ Finalizer = Callable[[list[RequestRecord]], LedgerBatchLike]
 
 
 class Recorder:
-    def __init__(self, store: Store, settings: LedgerSettings, finalize: Finalizer, *, access_log: bool = False):
+    def __init__(self, store: Store, settings: LedgerSettings, finalize: Finalizer, *, access_log: bool = False,
+                 pool: MeterPool | None = None):
         self._store = store
         self._finalize = finalize
+        self._pool = pool  # a metering process; None: meter in a thread of this process
         self._access_log = access_log
         self._max = settings.queue_max
         self._window = settings.flush_interval_ms / 1000
@@ -83,12 +89,20 @@ class Recorder:
             n = min(len(self._queue), self._batch_max)
             batch = [self._queue.popleft() for _ in range(n)]
             try:
-                rows = await asyncio.to_thread(self._rows, batch)
+                rows = await self._make_rows(batch)
             except Exception:
                 log.exception("could not turn %d usage events into rows; they are lost", n)
                 self.dropped += n
                 continue
             await self._write(rows)
+
+    async def _make_rows(self, batch: list[RequestRecord]) -> LedgerBatchLike:
+        if self._pool is not None:
+            try:
+                return await self._pool.run(batch)
+            except Exception:
+                log.exception("the meter process failed on a batch of %d; metering it here instead", len(batch))
+        return await asyncio.to_thread(self._rows, batch)
 
     def _rows(self, batch: list[RequestRecord]) -> LedgerBatchLike:
         rows = self._finalize(batch)
@@ -130,3 +144,5 @@ class Recorder:
             await self._task  # finishes its current batch; never cancelled mid-write
             self._task = None
         await self.flush()
+        if self._pool is not None:
+            await self._pool.close()

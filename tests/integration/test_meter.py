@@ -106,9 +106,9 @@ def test_openai_token_counts_follow_the_cookbook(tmp_path: Path, fake: FakeUpstr
         receipt = httpx.get(f"{g.url}/v1/nometer/receipts/{rid}").json()
     finally:
         g.stop()
-    import tiktoken
+    from pricing.tokens import encoding
 
-    enc = tiktoken.get_encoding("o200k_base")
+    enc = encoding("o200k_base")  # tiktoken from the shipped BPE files
     # 3 per message + role and content tokens, + 3 reply priming (OpenAI cookbook)
     want_in = sum(3 + len(enc.encode(m["role"])) + len(enc.encode(m["content"])) for m in MSG) + 3
     ref = receipt["references"][0]
@@ -228,3 +228,26 @@ def test_prometheus_metrics_follow_the_ledger(tmp_path: Path, fake: FakeUpstream
                  gen_ai_response_model="fake-model") == 1
     assert value("nometer_backend_healthy", backend="backend-0") == 1
     assert value("nometer_ledger_dropped_events") == 0
+
+
+def test_meter_runs_in_its_own_process_and_survives_its_death(tmp_path: Path, fake: FakeUpstream) -> None:
+    import os
+    import signal as sig
+
+    g = start(tmp_path, fake, meter={"references": ["gpt-4.1"]})
+    try:
+        c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
+        c.chat.completions.create(model="fake-model", messages=MSG)
+        g.wait_rows(1)
+        pool = g.runtime.recorder._pool
+        procs = list(pool._pool._processes.values())  # the one spawned worker
+        assert len(procs) == 1 and procs[0].pid != os.getpid()
+        os.kill(procs[0].pid, sig.SIGKILL)
+        for _ in range(3):
+            c.chat.completions.create(model="fake-model", messages=MSG)
+        rows = g.wait_rows(4)
+    finally:
+        g.stop()
+    assert len(rows) == 4 and all(r["price_table_id"] for r in rows)  # metered, in a thread or a new worker
+    assert pool.restarts >= 1
+    assert nometer("verify", "--db", str(g.db_path)).returncode == 0
