@@ -41,6 +41,17 @@ async def read_body(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[
     return b"".join(parts)
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or the OpenAI-shaped 400 that says why not."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidJSON(f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(payload, dict):
+        raise errors.InvalidJSON("The request body must be a JSON object.")
+    return payload
+
+
 def request_model(path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """Parse the body once; return (JSON payload or None for multipart, model or None)."""
     ctype = b""
@@ -53,12 +64,7 @@ def request_model(path: str, headers: list[tuple[bytes, bytes]], body: bytes) ->
         return None, m.group(1).decode("utf-8", "replace") if m else None
     if not body:
         raise errors.InvalidJSON("We could not parse the JSON body of your request: the body is empty.")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidJSON(f"We could not parse the JSON body of your request: {exc}") from None
-    if not isinstance(payload, dict):
-        raise errors.InvalidJSON("The request body must be a JSON object.")
+    payload = json_object(body)
     model = payload.get("model")
     if model is None:
         return payload, None

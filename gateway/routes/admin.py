@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,6 +22,7 @@ from gateway import errors
 from gateway.auth import identity, require_admin, visible_team
 from gateway.governance import Governance
 from gateway.keys import KeyNotFound
+from gateway.request import json_object
 from gateway.runtime import Runtime, json_response
 
 _USAGE_COLUMNS = ("request_id", "ts", "endpoint", "requested_model", "served_model", "route", "provider",
@@ -40,13 +40,7 @@ async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw:
         return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidJSON(f"We could not parse the JSON body of your request: {exc}") from None
-    if not isinstance(data, dict):
-        raise errors.InvalidJSON("The request body must be a JSON object.")
-    return data
+    return json_object(raw)
 
 
 async def list_keys(request: Request) -> Response:
