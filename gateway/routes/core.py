@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
+from gateway.auth import identity
 from gateway.runtime import Runtime, json_response
 
 _CREATED = int(time.time())
@@ -47,13 +48,24 @@ def _model_entries(rt: Runtime) -> list[dict[str, object]]:
     return out
 
 
+def _visible(request: Request, entries: list[dict[str, object]]) -> list[dict[str, object]]:
+    """A team key sees only the models its team's policy allows (admin and open mode: all)."""
+    rt: Runtime = request.app.state.runtime
+    ident = identity(request)
+    if rt.governance is None or ident is None or ident.is_admin:
+        return entries
+    rules = rt.governance.gate.book.rules(ident.team)
+    return [m for m in entries if rules.allows(str(m["id"]))]
+
+
 async def list_models(request: Request) -> Response:
-    return json_response({"object": "list", "data": _model_entries(request.app.state.runtime)})
+    entries = _visible(request, _model_entries(request.app.state.runtime))
+    return json_response({"object": "list", "data": entries})
 
 
 async def get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
-    for m in _model_entries(request.app.state.runtime):
+    for m in _visible(request, _model_entries(request.app.state.runtime)):
         if m["id"] == model_id:
             return json_response(m)
     raise errors.ModelNotFound(f"The model `{model_id}` does not exist.", param="model")

@@ -50,6 +50,11 @@ def test_allowed_models_and_aliases(tmp_path: Path, fake: FakeUpstream, monkeypa
             c.chat.completions.create(model="fault-500", messages=MSG)  # a pattern: allowed, and fails upstream
         other, _ = create_key(g, "unlisted")  # a team without an entry gets the default policy: anything
         assert client(g, other).chat.completions.create(model="fake-model", messages=MSG).choices
+        listed = {m.id for m in c.models.list().data}  # a team sees only what it may use
+        assert "gpt-4.1" in listed and "fault-500" in listed and "fake-model" not in listed
+        with pytest.raises(openai.NotFoundError):
+            c.models.retrieve("fake-model")
+        assert "fake-model" in {m.id for m in client(g, other).models.list().data}
         rows = g.wait_rows(4)
         assert [(r["team"], r["outcome"], r["status"]) for r in rows] == [
             ("web", "ok", 200), ("web", "refused", 403), ("web", "upstream_error", 500), ("unlisted", "ok", 200)]
