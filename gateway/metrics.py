@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -70,7 +70,8 @@ class Metrics:
         self.tokens = Counter("nometer_tokens", "Local tokens", ["model", "team", "type"], registry=r)
         self.cloud = Counter("nometer_cloud_equivalent_cost_usd", "What the reference cloud model would have billed",
                              ["model", "team", "reference"], registry=r)
-        self.savings = Counter("nometer_savings_usd", "Cloud-equivalent cost minus local cost",
+        # a gauge, not a counter: a request can cost more here than in the cloud (negative savings)
+        self.savings = Gauge("nometer_savings_usd", "Net savings since start: cloud-equivalent cost minus local cost",
                                ["model", "team", "reference"], registry=r)
         self.local = Counter("nometer_local_cost_usd", "Local cost (energy, hardware write-off)",
                              ["model", "team", "kind"], registry=r)

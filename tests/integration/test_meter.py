@@ -31,6 +31,19 @@ def nometer(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120, check=False)
 
 
+def scrape(g: GatewayServer, events: int, timeout: float = 10) -> str:
+    """/metrics once the recorder has fed it ``events`` events (metrics follow the ledger write)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(g.url + "/metrics").text
+        line = next((x for x in text.splitlines() if x.startswith("nometer_ledger_written_events_total ")), "x 0")
+        if float(line.rsplit(" ", 1)[1]) >= events or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
 def independent_totals(db: Path) -> dict[str, dict[str, Decimal]]:
     """Sum the ledger with plain Python, not the report's SQL."""
     with sqlite3.connect(db) as c:
@@ -209,7 +222,7 @@ def test_prometheus_metrics_follow_the_ledger(tmp_path: Path, fake: FakeUpstream
         list(c.chat.completions.create(model="fake-model", messages=MSG, stream=True))
         g.wait_rows(2)
         rep = httpx.get(g.url + "/v1/nometer/report").json()
-        text = httpx.get(g.url + "/metrics").text
+        text = scrape(g, 2)
     finally:
         g.stop()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -222,7 +235,7 @@ def test_prometheus_metrics_follow_the_ledger(tmp_path: Path, fake: FakeUpstream
                  outcome="ok") == 2
     assert value("nometer_cloud_equivalent_cost_usd_total", model="fake-model", team="", reference="gpt-4.1") == \
         pytest.approx(float(rep["totals"]["cloud_cost_usd"]["gpt-4.1"]))
-    assert value("nometer_savings_usd_total", model="fake-model", team="", reference="gpt-4.1") == \
+    assert value("nometer_savings_usd", model="fake-model", team="", reference="gpt-4.1") == \
         pytest.approx(float(rep["totals"]["savings_usd"]["gpt-4.1"]))
     assert value("gen_ai_server_time_to_first_token_seconds_count", gen_ai_operation_name="chat",
                  gen_ai_response_model="fake-model") == 1
@@ -251,3 +264,20 @@ def test_meter_runs_in_its_own_process_and_survives_its_death(tmp_path: Path, fa
     assert len(rows) == 4 and all(r["price_table_id"] for r in rows)  # metered, in a thread or a new worker
     assert pool.restarts >= 1
     assert nometer("verify", "--db", str(g.db_path)).returncode == 0
+
+
+def test_negative_savings_are_metered_too(tmp_path: Path, fake: FakeUpstream) -> None:
+    """An embedding costs more on a $3,999 box than at $0.02 per million tokens: savings < 0 is
+    recorded as such (ledger, report, metrics), not dropped."""
+    g = start(tmp_path, fake)
+    try:
+        openai.OpenAI(base_url=g.base_url, api_key="x").embeddings.create(model="fake-model", input="a b c")
+        g.wait_rows(1)
+        rep = httpx.get(g.url + "/v1/nometer/report").json()
+        text = scrape(g, 1)
+    finally:
+        g.stop()
+    savings = Decimal(rep["totals"]["savings_usd"]["text-embedding-3-small"])
+    assert savings < 0
+    line = next(x for x in text.splitlines() if x.startswith("nometer_savings_usd{"))
+    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(float(savings))
