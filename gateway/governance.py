@@ -20,7 +20,7 @@ from gateway.admission import Gate
 from gateway.auth import Authenticator, resolve_mode
 from gateway.backends import BackendPool
 from gateway.budget import SEED_SQL, Budgets, Counters, MemoryCounters, RedisCounters, periods, seed_values
-from gateway.keys import KeyStore
+from gateway.keys import open_key_store
 from gateway.limits import MemoryWindows, RateLimiter, RedisWindows, Windows
 from gateway.policy import PolicyBook
 from gateway.routing import Router
@@ -36,7 +36,7 @@ class Governance:
         self.boot = settings  # what this process started with (restart-only sections)
         self.pool = pool
         self.table = table
-        self.keys = KeyStore(Path(settings.ledger.path))
+        self.keys = open_key_store(Path(settings.ledger.path), settings.ledger.url)
         self.auth = Authenticator(resolve_mode(settings.auth, settings.server), settings.auth.admin_key_env)
         lim = settings.limits
         windows: Windows = RedisWindows(lim.redis_url, lim.redis_prefix) if lim.redis_url else MemoryWindows()

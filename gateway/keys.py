@@ -6,7 +6,8 @@ presented key and does one dict lookup (``KeyRing.find``); the stored digest is 
 with ``hmac.compare_digest``, so no comparison of secret material leaks timing.
 
 ``KeyStore`` is the table (``api_keys``, schema migration 3) behind the CLI and the admin API:
-synchronous sqlite3, one short connection per call, so the gateway runs it in a worker thread and
+synchronous sqlite3, one short connection per call (``PostgresKeyStore``: the same table in a
+PostgreSQL ledger, so replicas share their keys), so the gateway runs it in a worker thread and
 the CLI runs it directly, against the same ledger file, even while the gateway serves. Every write
 bumps ``revision``; the gateway polls the highest revision (cheap) and reloads on a change, which
 is how a key disabled from the CLI stops working within ``auth.refresh_s``.
@@ -14,14 +15,17 @@ is how a key disabled from the CLI stops working within ``auth.refresh_s``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.accounting.store import migrate_sqlite
 
@@ -100,7 +104,7 @@ def _insert(rec: KeyRecord) -> tuple[str, tuple[object, ...]]:
 
 
 class KeyStore:
-    """The ``api_keys`` table of one SQLite ledger file."""
+    """The ``api_keys`` table of the ledger: a SQLite file, or PostgreSQL (``open_key_store``)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -111,6 +115,13 @@ class KeyStore:
         conn.execute("PRAGMA busy_timeout=5000")
         migrate_sqlite(conn)
         return conn
+
+    def _fetchall(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        conn = self._connect()
+        try:
+            return list(conn.execute(sql, params).fetchall())
+        finally:
+            conn.close()
 
     def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
         conn = self._connect()
@@ -138,22 +149,14 @@ class KeyStore:
         return secret, rec
 
     def get(self, key_id: str) -> KeyRecord:
-        conn = self._connect()
-        try:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
-        finally:
-            conn.close()
-        if row is None:
+        rows = self._fetchall(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
+        if not rows:
             raise KeyNotFound(key_id)
-        return _record(row)
+        return _record(rows[0])
 
     def list(self, team: str | None = None) -> list[KeyRecord]:
-        conn = self._connect()
-        try:
-            sql = f"SELECT {_COLUMNS} FROM api_keys" + (" WHERE team = ?" if team else "") + " ORDER BY created"
-            return [_record(r) for r in conn.execute(sql, (team,) if team else ())]
-        finally:
-            conn.close()
+        sql = f"SELECT {_COLUMNS} FROM api_keys" + (" WHERE team = ?" if team else "") + " ORDER BY created"
+        return [_record(r) for r in self._fetchall(sql, (team,) if team else ())]
 
     def disable(self, key_id: str) -> KeyRecord:
         self.get(key_id)
@@ -180,17 +183,81 @@ class KeyStore:
         return secret, rec
 
     def revision(self) -> int:
-        conn = self._connect()
-        try:
-            return int(conn.execute("SELECT COALESCE(MAX(revision), 0) FROM api_keys").fetchone()[0])
-        finally:
-            conn.close()
+        value = self._fetchall("SELECT COALESCE(MAX(revision), 0) FROM api_keys")[0][0]
+        return int(str(value))
 
     def ring(self) -> KeyRing:
-        conn = self._connect()
-        try:
-            rev = int(conn.execute("SELECT COALESCE(MAX(revision), 0) FROM api_keys").fetchone()[0])
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE disabled IS NULL").fetchall()
-        finally:
-            conn.close()
+        rev = self.revision()  # read first: a write in between only makes the next poll reload
+        rows = self._fetchall(f"SELECT {_COLUMNS} FROM api_keys WHERE disabled IS NULL")
         return KeyRing((_record(r) for r in rows), rev)
+
+
+class PostgresKeyStore(KeyStore):
+    """The same table in a PostgreSQL ledger, shared by every replica (and the CLI).
+
+    The store's methods are synchronous (the gateway calls them in worker threads, the CLI
+    directly); asyncpg is async, so a private event loop in a daemon thread owns one connection
+    and every call is handed to it, one at a time.
+    """
+
+    def __init__(self, url: str):
+        import threading
+
+        self.url = url
+        self.path = Path(url)  # unused; keeps the attribute
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="nometer-keys-pg", daemon=True).start()
+        self._conn: Any = None
+        self._call(self._open())
+
+    async def _open(self) -> None:
+        import asyncpg
+
+        from gateway.accounting.postgres import PostgresStore
+
+        store = PostgresStore(self.url, max_size=1)  # migrations (api_keys is migration 3)
+        await store.open()
+        await store.close()
+        self._conn = await asyncpg.connect(self.url)
+
+    def _call(self, coro: Any) -> Any:
+        with self._lock:
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    @staticmethod
+    def _pg(sql: str) -> str:
+        n = 0
+
+        def number(_: re.Match[str]) -> str:
+            nonlocal n
+            n += 1
+            return f"${n}"
+
+        return re.sub(r"\?", number, sql)
+
+    def _fetchall(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        async def run() -> list[tuple[object, ...]]:
+            return [tuple(r) for r in await self._conn.fetch(self._pg(sql), *params)]
+
+        return self._call(run())  # type: ignore[no-any-return]
+
+    def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+        async def run() -> None:
+            async with self._conn.transaction():
+                await self._conn.execute("LOCK TABLE api_keys IN EXCLUSIVE MODE")  # revisions stay ordered
+                rev = await self._conn.fetchval("SELECT COALESCE(MAX(revision), 0) + 1 FROM api_keys")
+                for sql, params in statements:
+                    await self._conn.execute(self._pg(sql), *(rev if v is _REVISION else v for v in params))
+
+        self._call(run())
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._call(self._conn.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def open_key_store(path: str | Path, url: str | None) -> KeyStore:
+    """The key table of the configured ledger: PostgreSQL when ``url`` is set, else SQLite."""
+    return PostgresKeyStore(url) if url else KeyStore(path)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.keys import KeyNotFound, KeyRecord, KeyStore
+from gateway.keys import KeyNotFound, KeyRecord, KeyStore, open_key_store
 
 
 def _db(args: argparse.Namespace) -> str:
@@ -23,8 +23,15 @@ def _db(args: argparse.Namespace) -> str:
     if args.config:
         from gateway.settings import load_settings
 
-        return load_settings(args.config).ledger.path
+        ledger = load_settings(args.config).ledger
+        return ledger.url or ledger.path
     return os.environ.get("NOMETER_DB", "nometer.db")
+
+
+def _store(args: argparse.Namespace) -> KeyStore:
+    """--db is a SQLite path or a postgresql:// URL (the ledger holding the key table)."""
+    db = _db(args)
+    return open_key_store(db, db) if db.startswith(("postgresql://", "postgres://")) else KeyStore(db)
 
 
 def _show(rec: KeyRecord, secret: str | None, fmt: str) -> None:
@@ -41,13 +48,13 @@ def _show(rec: KeyRecord, secret: str | None, fmt: str) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    secret, rec = KeyStore(_db(args)).create(args.team, args.name)
+    secret, rec = _store(args).create(args.team, args.name)
     _show(rec, secret, args.format)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    keys = KeyStore(_db(args)).list(args.team)
+    keys = _store(args).list(args.team)
     if args.format == "json":
         for k in keys:
             _show(k, None, "json")
@@ -73,7 +80,7 @@ def _state(k: KeyRecord) -> str:
 
 def _disable(args: argparse.Namespace) -> int:
     try:
-        rec = KeyStore(_db(args)).disable(args.key_id)
+        rec = _store(args).disable(args.key_id)
     except KeyNotFound:
         sys.stderr.write(f"nometer: no key {args.key_id}\n")
         return 1
@@ -83,7 +90,7 @@ def _disable(args: argparse.Namespace) -> int:
 
 def _rotate(args: argparse.Namespace) -> int:
     try:
-        secret, rec = KeyStore(_db(args)).rotate(args.key_id, args.grace_s)
+        secret, rec = _store(args).rotate(args.key_id, args.grace_s)
     except KeyNotFound:
         sys.stderr.write(f"nometer: no key {args.key_id}\n")
         return 1

@@ -96,3 +96,49 @@ def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
     verify = subprocess.run([sys.executable, "-m", "gateway", "verify", "--db", pg_url, "--config", "/dev/null"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
     assert verify.returncode == 0 and "8 of 8 receipts recomputed identically" in verify.stdout, verify.stdout + verify.stderr
+
+
+def test_replicas_share_keys_through_postgres(tmp_path: Path, pg_url: str) -> None:
+    """Keys live in the PostgreSQL ledger: a key made on one replica (or by the CLI) works on
+    every replica, and disabling it anywhere stops it everywhere."""
+    import os
+
+    env_key = "NOMETER_TEST_ADMIN"
+    os.environ[env_key] = "admin-secret-123"
+    try:
+        with FakeUpstream() as fake:
+            gws = [GatewayServer(gateway_settings(
+                tmp_path / str(i), [fake.base_url], server={"host": "127.0.0.1"},
+                auth={"mode": "keys", "admin_key_env": env_key, "refresh_s": 0.2},
+                ledger={"url": pg_url, "path": str(tmp_path / f"{i}.db")})).start() for i in range(2)]
+            try:
+                made = httpx.post(gws[0].url + "/v1/nometer/admin/keys", json={"team": "research"},
+                                  headers={"authorization": "Bearer admin-secret-123"})
+                assert made.status_code == 201, made.text
+                key, key_id = made.json()["key"], made.json()["key_id"]
+                cli = subprocess.run([sys.executable, "-m", "gateway", "keys", "create", "--team", "ops",
+                                      "--db", pg_url], capture_output=True, text=True, timeout=60, check=False)
+                assert cli.returncode == 0, cli.stderr
+                cli_key = next(w for w in cli.stdout.split() if w.startswith("nmk-"))
+                for g in gws:
+                    for k in (key, cli_key):
+                        c = openai.OpenAI(base_url=g.base_url, api_key=k, max_retries=0)
+                        assert c.chat.completions.create(model="fake-model", messages=MSG).choices
+                httpx.post(f"{gws[1].url}/v1/nometer/admin/keys/{key_id}/disable",
+                           headers={"authorization": "Bearer admin-secret-123"}).raise_for_status()
+                import time
+
+                deadline = time.monotonic() + 5
+                c0 = openai.OpenAI(base_url=gws[0].base_url, api_key=key, max_retries=0)
+                while True:  # replica 0 learns of it by polling the shared revision
+                    try:
+                        c0.chat.completions.create(model="fake-model", messages=MSG)
+                    except openai.AuthenticationError:
+                        break
+                    assert time.monotonic() < deadline, "disabled key still accepted by the other replica"
+                    time.sleep(0.1)
+            finally:
+                for g in gws:
+                    g.stop()
+    finally:
+        del os.environ[env_key]
