@@ -8,7 +8,7 @@ they pass through unchanged.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import orjson
 
@@ -154,12 +154,3 @@ class FallbackUnavailable(Refusal):
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
-
-
-def validation_error_body(errors: list[dict[str, Any]]) -> bytes:
-    """Render a pydantic/FastAPI validation failure as one OpenAI 400 envelope."""
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-    message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
-    return error_body(message or "invalid request", "invalid_request_error", "invalid_request",
-                      ".".join(loc) or None)

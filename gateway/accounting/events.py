@@ -18,7 +18,6 @@ CLIENT_GONE = "client_gone"  # the client disconnected before the end
 TIMEOUT = "timeout"
 UNREACHABLE = "unreachable"  # no backend could be reached
 REFUSED = "refused"  # the gateway refused after routing (policy, limits)
-GATEWAY_ERROR = "gateway_error"
 
 
 @dataclass(slots=True)

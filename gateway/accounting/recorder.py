@@ -50,7 +50,6 @@ class Recorder:
         self._last_drop_log = 0.0
         self.dropped = 0
         self.written = 0
-        self.failed_batches = 0
         self.listeners: list[Callable[[LedgerBatchLike], Any]] = []  # e.g. metrics; run in a worker thread after a write
 
     @property
@@ -132,7 +131,6 @@ class Recorder:
             if self.listeners:  # metrics: CPU work, so in the worker thread, not on the event loop
                 await asyncio.to_thread(self._notify, rows)
             return
-        self.failed_batches += 1
         self.dropped += len(rows.events)
         log.error("LEDGER WRITE GAVE UP: %d usage events lost", len(rows.events))
 
