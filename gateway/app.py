@@ -14,30 +14,30 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import auth, errors
-from gateway.accounting.events import RequestRecord
-from gateway.accounting.recorder import Recorder
-from gateway.accounting.rows import LedgerBatch, make_finalizer
-from gateway.accounting.store import Store, open_store
-from gateway.accounting.worker import MeterPool
-from gateway.backends import BackendPool, build_backends
-from gateway.energy import EnergySampler, nvml_reader
-from gateway.governance import Governance
+from gateway import errors
+from gateway.backends.energy import EnergySampler, nvml_reader
+from gateway.backends.managed import ManagedServer
+from gateway.backends.pool import BackendPool, build_backends
+from gateway.backends.routing import Router
+from gateway.http.middleware import RequestIdMiddleware
+from gateway.http.proxy import Proxy, Receive, Scope, Send, send_error
 from gateway.ids import new_id
-from gateway.logs import REQUEST_ID
-from gateway.managed import ManagedServer
-from gateway.meter import ShadowMeter
+from gateway.ledger.events import RequestRecord
+from gateway.ledger.recorder import Recorder
+from gateway.ledger.store import Store, open_store
+from gateway.meter.rows import LedgerBatch, make_finalizer
+from gateway.meter.shadow import ShadowMeter
+from gateway.meter.worker import MeterPool
 from gateway.metrics import Metrics
-from gateway.proxy import Proxy, Receive, Scope, Send, send_error
+from gateway.policy import auth
+from gateway.policy.governance import Governance
 from gateway.routes import admin, core, dashboard, meter
-from gateway.routing import Router
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from pricing.overrides import apply_overrides
@@ -114,31 +114,10 @@ def _server_error(request: Request, exc: Exception) -> Response:
                     status_code=500, media_type="application/json")
 
 
-class RequestIdMiddleware:
-    """Pure ASGI: echo the client's x-request-id (or a new one) on every control-plane response."""
-
-    def __init__(self, app: Any):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = next((v for k, v in scope["headers"] if k == b"x-request-id"), None) or new_id().encode()
-        REQUEST_ID.set(rid.decode("latin-1"))
-
-        async def send_with_id(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
 class NometerApp:
     """Top-level dispatcher: proxied POSTs to the hot path (which identifies its own callers), the
     rest to the control app, with the caller's identity in ``scope["nometer.identity"]`` for
-    ``/v1/`` routes (401 in keys mode without a valid key; see ``gateway.auth``)."""
+    ``/v1/`` routes (401 in keys mode without a valid key; see ``gateway.policy.auth``)."""
 
     def __init__(self, runtime: Runtime, control: Starlette):
         self.runtime = runtime
@@ -153,7 +132,7 @@ class NometerApp:
             await self.proxy(scope, receive, send)
         else:
             if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-                # the caller, for the control routes (reports, receipts, usage, admin): see gateway.auth
+                # the caller, for the control routes (reports, receipts, usage, admin): see gateway.policy.auth
                 try:
                     ident = self.auth.identify(scope["headers"])
                 except errors.GatewayError as exc:

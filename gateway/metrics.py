@@ -24,8 +24,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.accounting.events import EVENT_COLUMNS, SHADOW_COLUMNS
-from gateway.accounting.store import LedgerBatchLike
+from gateway.ledger.events import EVENT_COLUMNS, SHADOW_COLUMNS
+from gateway.ledger.store import LedgerBatchLike
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add noise to scrapes
 

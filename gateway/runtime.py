@@ -8,15 +8,15 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from gateway.accounting.recorder import Recorder
-from gateway.accounting.store import Store
-from gateway.backends import BackendPool
-from gateway.governance import Governance
-from gateway.managed import ManagedServer
-from gateway.meter import ShadowMeter
+from gateway.backends.managed import ManagedServer
+from gateway.backends.pool import BackendPool
+from gateway.backends.routing import Router
+from gateway.http.proxy import Proxy
+from gateway.ledger.recorder import Recorder
+from gateway.ledger.store import Store
+from gateway.meter.shadow import ShadowMeter
 from gateway.metrics import Metrics
-from gateway.proxy import Proxy
-from gateway.routing import Router
+from gateway.policy.governance import Governance
 from gateway.settings import Settings
 from pricing.store import PriceStore
 

@@ -30,7 +30,7 @@ if [ $# -eq 0 ] && [ -z "${NOMETER_CONFIG:-}" ] && [ -z "${NOMETER_BACKENDS:-}" 
   fi
   echo "nometer: no backend given and no GPU: using the CPU build of vLLM with a tiny generated model" >&2
   echo "nometer: (its answers are gibberish; it only demonstrates the gateway)" >&2
-  paths=$(.venv/bin/python -m gateway.cpu_vllm ensure)
+  paths=$(.venv/bin/python -m gateway.backends.cpu_vllm ensure)
   python=$(sed -n 1p <<<"$paths"); model=$(sed -n 2p <<<"$paths")
   exec .venv/bin/nometer serve --managed-model "$model" --managed-python "$python" --managed-name tiny-llama \
     --managed-cpu-defaults \

@@ -70,7 +70,7 @@ if [ "${NOMETER_SKIP_VLLM:-}" = 1 ]; then
   step "vLLM skipped (NOMETER_SKIP_VLLM=1)"
 else
   step "CPU vLLM venv + tiny model"
-  .venv/bin/python -m gateway.cpu_vllm ensure >/dev/null
+  .venv/bin/python -m gateway.backends.cpu_vllm ensure >/dev/null
 fi
 
 step "pytest"

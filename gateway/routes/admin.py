@@ -19,10 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
-from gateway.auth import identity, require_admin, visible_team
-from gateway.governance import Governance
-from gateway.keys import KeyNotFound
-from gateway.request import json_object
+from gateway.http.request import json_object
+from gateway.ledger.keystore import KeyNotFound
+from gateway.policy.auth import identity, require_admin, visible_team
+from gateway.policy.governance import Governance
 from gateway.runtime import Runtime, json_response
 
 _USAGE_COLUMNS = ("request_id", "ts", "endpoint", "requested_model", "served_model", "route", "provider",

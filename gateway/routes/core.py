@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
-from gateway.auth import identity
+from gateway.policy.auth import identity
 from gateway.runtime import Runtime, json_response
 
 _CREATED = int(time.time())

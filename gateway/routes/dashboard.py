@@ -29,7 +29,7 @@ _HEADERS = {
 
 @cache
 def _read(name: str) -> bytes:
-    return (resources.files("gateway") / "static" / name).read_bytes()
+    return (resources.files("gateway.routes") / "static" / name).read_bytes()
 
 
 async def page(request: Request) -> Response:

@@ -14,10 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
-from gateway.accounting import receipts
-from gateway.accounting.period import parse_period
-from gateway.accounting.report import DIMENSIONS, ReportQuery, build, queries
-from gateway.accounting.report_format import to_csv
+from gateway.ledger.period import parse_period
+from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
+from gateway.ledger.report_format import to_csv
+from gateway.meter import receipts
 from gateway.runtime import Runtime, json_response
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.keys import KeyStore
+from gateway.ledger.keystore import KeyStore
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.cpu_vllm import SERVE_ARGS, ensure_model, ensure_venv
+from gateway.backends.cpu_vllm import SERVE_ARGS, ensure_model, ensure_venv
 from tests.support.gateway_server import GatewayServer, gateway_settings
 from tests.support.ports import free_port
 

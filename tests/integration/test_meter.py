@@ -19,7 +19,7 @@ import openai
 import orjson
 import pytest
 
-from gateway.accounting.report import PICO
+from gateway.ledger.report import PICO
 from pricing.tables import SHIPPED_SNAPSHOT
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings

@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.hosted import usage_cost
+from gateway.http.hosted import usage_cost
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.accounting.report import PICO
+from gateway.ledger.report import PICO
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 

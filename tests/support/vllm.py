@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.cpu_vllm import (  # noqa: F401 - re-exported for the fixtures
+from gateway.backends.cpu_vllm import (  # noqa: F401 - re-exported for the fixtures
     SERVE_ARGS,
     VllmError,
     _kill_group,

@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 from gateway import logs
-from gateway.accounting.events import EVENT_COLUMNS, RequestRecord
-from gateway.accounting.recorder import Recorder
-from gateway.accounting.rows import make_finalizer
-from gateway.accounting.store import SQLiteStore
+from gateway.ledger.events import EVENT_COLUMNS, RequestRecord
+from gateway.ledger.recorder import Recorder
+from gateway.ledger.sqlite import SQLiteStore
+from gateway.meter.rows import make_finalizer
 from gateway.settings import LedgerSettings
 
 

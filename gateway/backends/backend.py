@@ -1,0 +1,52 @@
+"""One backend's live state: health, load and the busy-share clock the meter reads."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from adapters.base import Upstream
+
+
+@dataclass(eq=False)
+class Backend:
+    name: str
+    upstream: Upstream
+    static_models: tuple[str, ...] | None = None
+    models: frozenset[str] = frozenset()
+    max_model_len: dict[str, int] = field(default_factory=dict)
+    healthy: bool = False
+    outstanding: int = 0
+    last_error: str | None = None
+    managed: bool = False
+    local: bool = False  # on this box (managed or loopback): its GPUs' energy is measurable
+    # Load reported by vLLM's /metrics (polled with health when an overload threshold is set).
+    waiting: float | None = None  # vllm:num_requests_waiting
+    kv_cache_usage: float | None = None  # vllm:kv_cache_usage_perc, 0..1
+    # Each in-flight request's share of this backend's busy time (and energy, when measured):
+    # share_clock = integral of dt / n(t) over time, advanced whenever n changes, so a request's
+    # share is the clock's difference between its release and acquire: O(1), no timers.
+    share_clock: float = 0.0
+    energy_clock: float = 0.0
+    power_w: float | None = None  # latest measured draw (NVML); None = not measured
+    _changed_at: float = 0.0
+
+    def _advance(self) -> float:
+        now = time.perf_counter()
+        if self.outstanding > 0:
+            dt = (now - self._changed_at) / self.outstanding
+            self.share_clock += dt
+            if self.power_w is not None:
+                self.energy_clock += dt * self.power_w
+        self._changed_at = now
+        return now
+
+    def acquire(self) -> tuple[float, float]:
+        self._advance()
+        self.outstanding += 1
+        return self.share_clock, self.energy_clock
+
+    def release(self) -> tuple[float, float]:
+        self._advance()
+        self.outstanding -= 1
+        return self.share_clock, self.energy_clock

@@ -1,0 +1,134 @@
+"""``nometer report``, ``nometer verify`` and ``nometer prices``: the shadow meter from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.cli.usage import ledger_arg, progress
+from gateway.ledger.period import parse_period
+from gateway.ledger.reader import open_reader
+from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
+from gateway.ledger.report_format import to_csv, to_table
+from gateway.meter import receipts
+from gateway.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _prices(settings: Settings, db: str) -> Any:
+    from pricing.store import PriceStore
+
+    local = settings.ledger.path if db.startswith(("postgresql://", "postgres://")) else db
+    return PriceStore(Path(settings.meter.price_dir or Path(local).resolve().parent / "prices"))
+
+
+def _period(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    try:
+        return parse_period(args.since, getattr(args, "start", None), getattr(args, "end", None), time.time())
+    except ValueError as exc:
+        raise SystemExit(f"nometer: {exc}") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    reader = open_reader(ledger_arg(args))
+    lo, hi = _period(args)
+    compare = tuple(m.strip() for m in (args.compare or "").split(",") if m.strip())
+    q = ReportQuery(since=lo, until=hi, by=args.by, compare=compare, team=args.team)
+    results = {}
+    for name, (sql, params) in queries(q, reader.placeholder).items():
+        progress(f"querying the ledger ({name})")
+        results[name] = reader.fetch(sql, params)
+    reader.close()
+    progress("")
+    primary = compare[0] if compare else (settings.meter.references[0] if settings.meter.references else None)
+    hw = settings.meter.box.hardware_usd
+    data = build(q, results, hardware_usd=hw, primary=primary, now=time.time(),
+                 order=settings.meter.references)
+    out = {"json": lambda d: orjson.dumps(d, option=orjson.OPT_INDENT_2).decode() + "\n",
+           "csv": to_csv, "table": to_table}[args.format](data)
+    sys.stdout.write(out)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = ledger_arg(args)
+    reader = open_reader(db)
+    prices = _prices(settings, db)
+    lo, hi = _period(args)
+    where, params = ReportQuery(since=lo, until=hi).where(reader.placeholder)
+    progress("reading the ledger")
+    events = reader.fetch(f"SELECT * FROM usage_events e WHERE {where} AND e.price_table_id IS NOT NULL ORDER BY e.id",
+                          params)
+    bad = 0
+    for i, ev in enumerate(events, 1):
+        shadows = reader.fetch(receipts.SHADOW_SQL.format(p=reader.param(1)), [ev["uid"]])
+        result = receipts.check(ev, shadows, prices)
+        if not result.ok:
+            bad += 1
+            print(f"MISMATCH {result.request_id}: {result.problem}")
+        if i % 200 == 0:
+            progress(f"verified {i}/{len(events)}")
+    reader.close()
+    progress("")
+    print(f"{len(events) - bad} of {len(events)} receipts recomputed identically"
+          + (f"; {bad} MISMATCHED" if bad else ""))
+    return 1 if bad else 0
+
+
+def _prices_cmd(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _prices(settings, ledger_arg(args))
+    if args.action == "update":
+        if not args.source:
+            raise SystemExit("nometer: prices update needs --from FILE")
+        from pricing.tables import PriceTableError
+
+        try:
+            table_id = store.install(Path(args.source))
+        except (OSError, PriceTableError, ValueError) as exc:
+            raise SystemExit(f"nometer: cannot install {args.source}: {exc}") from None
+        print(f"installed price table {table_id} into {store.directory}; new requests use it after a restart "
+              "(old receipts keep their own table)")
+    else:
+        current = store.current()
+        print(f"current: {current.id} ({len(current.models)} models, from {current.source})")
+        for tid in store.ids():
+            print(f"installed: {tid}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    r = sub.add_parser("report", help="savings against cloud prices, per team/key/model/tag/day/backend")
+    r.add_argument("--db")
+    r.add_argument("--config")
+    r.add_argument("--since", help="e.g. 7d, 24h, 2026-11-01")
+    r.add_argument("--from", dest="start")
+    r.add_argument("--to", dest="end")
+    r.add_argument("--by", choices=sorted(DIMENSIONS))
+    r.add_argument("--compare", help="reference cloud models, comma-separated (default: all recorded)")
+    r.add_argument("--team")
+    r.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    r.set_defaults(func=_report)
+    v = sub.add_parser("verify", help="recompute every receipt in a period; non-zero exit on any mismatch")
+    v.add_argument("--db")
+    v.add_argument("--config")
+    v.add_argument("--since")
+    v.add_argument("--from", dest="start")
+    v.add_argument("--to", dest="end")
+    v.set_defaults(func=_verify)
+    p = sub.add_parser("prices", help="show or install price tables")
+    p.add_argument("action", choices=("show", "update"), nargs="?", default="show")
+    p.add_argument("--from", dest="source", help="a litellm model_prices_and_context_window.json")
+    p.add_argument("--db")
+    p.add_argument("--config")
+    p.set_defaults(func=_prices_cmd)

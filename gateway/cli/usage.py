@@ -1,0 +1,79 @@
+"""``nometer usage``: recent ledger events and totals, as a table or JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import orjson
+
+from gateway.ledger.reader import open_reader
+
+_TABLE_COLS = ("ts", "request_id", "requested_model", "served_model", "outcome", "status", "stream",
+               "prompt_tokens", "completion_tokens", "usage_source", "latency_ms", "team", "tag")
+
+
+def ledger_arg(args: argparse.Namespace) -> str:
+    """--db (a SQLite path or a postgresql:// URL), else the configured ledger."""
+    if args.db:
+        return str(args.db)
+    from gateway.settings import load_settings
+
+    ledger = load_settings(getattr(args, "config", None)).ledger
+    return ledger.url or ledger.path
+
+
+def _usage(args: argparse.Namespace) -> int:
+    reader = open_reader(ledger_arg(args))
+    progress("reading the ledger")
+    rows = reader.fetch(f"SELECT * FROM usage_events ORDER BY id DESC LIMIT {reader.param(1)}", [args.limit])[::-1]
+    totals = reader.fetch(
+        "SELECT COUNT(*) AS requests, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens, "
+        "COALESCE(SUM(completion_tokens),0) AS completion_tokens FROM usage_events")[0]
+    reader.close()
+    progress("")
+    out = sys.stdout
+    if args.format == "json":
+        for r in rows:
+            out.write(orjson.dumps(r).decode() + "\n")
+        return 0
+    _print_table(rows, _TABLE_COLS, out)
+    out.write(f"\n{totals['requests']} requests in the ledger; {totals['prompt_tokens']} prompt tokens, "
+              f"{totals['completion_tokens']} completion tokens\n")
+    return 0
+
+
+def progress(message: str) -> None:
+    """A transient progress line on stderr, only for a person watching a terminal."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + (f"nometer: {message}..." if message else ""))
+        sys.stderr.flush()
+
+
+def _fmt(v: Any, col: str) -> str:
+    if v is None:
+        return "-"
+    if col == "ts":
+        import time
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def _print_table(rows: list[dict[str, Any]], cols: tuple[str, ...], out: Any) -> None:
+    cells = [[_fmt(r.get(c), c) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
+    for row in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+
+
+def register(sub: Any) -> None:
+    u = sub.add_parser("usage", help="list recent usage events and totals")
+    u.add_argument("--db", help="SQLite path or postgresql:// URL (default: the configured ledger)")
+    u.add_argument("--config")
+    u.add_argument("--format", choices=("table", "json"), default="table")
+    u.add_argument("--limit", type=int, default=50)
+    u.set_defaults(func=_usage)

@@ -1,0 +1,293 @@
+"""The hot path: one pure-ASGI handler for every proxied POST.
+
+Per request: identify the caller, read the body (bounded), decode its JSON once, admit it (team
+policy: a plan that is the local route, or a hosted model and the cause; see ``admission``), pick
+a backend, forward, relay the answer as it arrives, and hand exactly one record to the recorder at
+the end, whatever the end (done, upstream error, timeout, client gone). Nothing here awaits the
+ledger. A hosted plan, or a local connect failure the policy allows to fall back (before any byte
+reached the client), is served by ``gateway.http.hosted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from adapters.base import UpstreamBrokenStream, UpstreamConnectError, UpstreamResponse, UpstreamTimeout
+from gateway import errors
+from gateway.backends.backend import Backend
+from gateway.backends.pool import BackendPool
+from gateway.backends.routing import Route, Router
+from gateway.http.request import read_body, request_model
+from gateway.http.sse import DONE, UsageChunkFilter, error_event
+from gateway.ids import new_id
+from gateway.ledger import events as ev
+from gateway.ledger.events import RequestRecord
+from gateway.logs import REQUEST_ID
+from gateway.policy.admission import Gate, Plan
+from gateway.settings import FallbackCause, Settings
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Endpoints whose streams carry usage only when asked through stream_options.
+_STREAM_OPTIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
+# Endpoints where a missing `model` is a client error (OpenAI requires it).
+_MODEL_REQUIRED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"})
+_JSON = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    """The client disconnected; the relay stops and the upstream connection is dropped."""
+
+
+@dataclass
+class _Watch:
+    finished: bool = False
+    gone: bool = False
+
+
+class Proxy:
+    def __init__(self, router: Router, pool: BackendPool, record: Callable[[RequestRecord], None],
+                 settings: Settings, gate: Gate):
+        self.router = router
+        self.gate = gate
+        self.pool = pool
+        self.record = record
+        self.max_body = settings.server.max_body_bytes
+        self.rename_response = settings.routing.response_model == "requested"
+        self.retry = settings.routing.retry_other_backend
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        rid = tag = None
+        for k, v in headers:
+            if k == b"x-request-id":
+                rid = v.decode("latin-1")
+            elif k == b"x-nometer-tag":
+                tag = v.decode("latin-1")
+        if not rid:
+            rid = new_id()
+        REQUEST_ID.set(rid)  # log lines from this request carry its id
+        path: str = scope["path"]
+        started, t0 = time.time(), time.perf_counter()
+        payload: dict[str, Any] | None = None
+        ident = None
+        model = ""
+        try:
+            ident = self.gate.identify(headers)  # 401 before the body is even read
+            body = await read_body(scope, receive, self.max_body)
+            payload, named = request_model(path, headers, body)
+            if named is not None:
+                model = named
+            else:
+                if path in _MODEL_REQUIRED:
+                    raise errors.MissingModel("you must provide a model parameter", param="model")
+                names = self.router.model_names()
+                if len(names) != 1:
+                    raise errors.MissingModel("this endpoint needs a `model` to choose a backend", param="model")
+                model = names[0]
+            plan = await self.gate.admit(ident, path, payload, model)
+        except errors.Refusal as exc:  # policy said no: the team's ledger shows it
+            rec = RequestRecord(rid, path, model, started, t0, tag=tag, request=payload, status=exc.status,
+                                outcome=ev.REFUSED, error=exc.message, key_id=ident.key_id if ident else None,
+                                team=ident.team if ident else None)
+            await send_error(send, exc, rid)
+            rec.latency_s = time.perf_counter() - t0
+            self.record(rec)
+            return
+        except errors.GatewayError as exc:
+            await send_error(send, exc, rid)
+            return
+        rec = RequestRecord(rid, path, model, started, t0, tag=tag, request=payload, team=plan.rules.team,
+                            key_id=ident.key_id if ident else None)
+        self.inflight += 1
+        try:
+            await self._serve(scope, receive, send, rec, plan, body, payload)
+        finally:
+            self.inflight -= 1
+            rec.latency_s = time.perf_counter() - t0
+            self.record(rec)
+            if plan.ticket is not None:
+                await self.gate.finish(plan, rec)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, rec: RequestRecord, plan: Plan,
+                     body: bytes, payload: dict[str, Any] | None) -> None:
+        route = plan.route
+        client_payload = payload
+        rec.served_model = route.served if route is not None else None
+        forward_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if payload is not None:
+            changed = False
+            if route is not None and route.alias:
+                payload = {**payload, "model": route.served}
+                changed = True
+            if payload.get("stream") is True:
+                rec.stream = True
+                if scope["path"] in _STREAM_OPTIONS:
+                    opts = payload.get("stream_options")
+                    rec.client_wants_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+                    if not rec.client_wants_usage:
+                        opts = dict(opts) if isinstance(opts, dict) else {}
+                        opts["include_usage"] = True
+                        payload = {**payload, "stream_options": opts}
+                        changed = True
+                else:
+                    rec.client_wants_usage = True
+            if changed:
+                body = orjson.dumps(payload)
+        watch = _Watch()
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_watch_disconnect(receive, task, watch))
+        resp: UpstreamResponse | None = None
+        try:
+            if plan.cause is not None or route is None:  # the admit step chose a hosted model
+                assert plan.cause is not None and client_payload is not None
+                return await self._hosted(send, rec, plan, plan.cause, client_payload)
+            try:
+                resp, backend, clocks = await self._connect(scope, rec, route, body, forward_headers)
+            except (errors.NoHealthyBackend, errors.UpstreamUnreachable, errors.UpstreamTimedOut):
+                # nothing reached the client yet: the policy may still send it to a hosted model
+                if client_payload is None or not plan.fallback_after("unavailable", scope["path"]):
+                    raise
+                return await self._hosted(send, rec, plan, "unavailable", client_payload)
+            try:
+                rec.status = resp.status
+                if resp.status >= 400:
+                    rec.outcome = ev.UPSTREAM_ERROR
+                rename = (route.requested, route.served) if (route.alias and self.rename_response) else None
+                ctype = next((v for k, v in resp.headers if k == b"content-type"), b"")
+                if rec.stream and ctype.startswith(b"text/event-stream"):
+                    await self._relay_stream(send, resp, rec, rename, watch)
+                else:
+                    await self._relay_body(send, resp, rec, rename, watch)
+            finally:
+                share, energy = backend.release()
+                rec.busy_s = share - clocks[0]
+                if backend.power_w is not None:
+                    rec.joules = energy - clocks[1]
+        except errors.GatewayError as exc:
+            rec.status, rec.error = exc.status, exc.message
+            rec.outcome = ev.TIMEOUT if isinstance(exc, errors.UpstreamTimedOut) else ev.UNREACHABLE
+            if isinstance(exc, errors.Refusal):
+                rec.outcome = ev.REFUSED
+            await send_error(send, exc, rec.request_id)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise  # server shutdown, not the client
+            task.uncancel()
+            rec.outcome, rec.error = ev.CLIENT_GONE, "client disconnected"
+            if resp is not None:
+                resp.close()  # drop the upstream connection: vLLM aborts the generation
+        finally:
+            watch.finished = True
+            watcher.cancel()
+
+    async def _hosted(self, send: Send, rec: RequestRecord, plan: Plan, cause: FallbackCause,
+                      payload: dict[str, Any]) -> None:
+        hosted = self.gate.hosted
+        if hosted is None:
+            raise errors.FallbackUnavailable("Hosted fallback is not enabled in this gateway.")
+        await hosted.serve(send, rec, plan.rules, cause, payload)
+
+    async def _connect(self, scope: Scope, rec: RequestRecord, route: Route, body: bytes,
+                       headers: list[tuple[bytes, bytes]]) -> tuple[UpstreamResponse, Backend, tuple[float, float]]:
+        """Send to the least-busy healthy backend; on a connection failure try the next one."""
+        tried: set[Backend] = set()
+        while True:
+            backend = self.router.pick(route.served, tried) if tried else self.router.pick(route.served)
+            rec.backend = backend.name
+            clocks = backend.acquire()
+            try:
+                return await backend.upstream.send("POST", scope["path"], body, headers), backend, clocks
+            except UpstreamConnectError as exc:
+                backend.release()
+                self.pool.mark_failed(backend, str(exc))
+                tried.add(backend)
+                if not self.retry or not any(b.healthy and b not in tried
+                                             for b in self.router.served_by(route.served)):
+                    raise errors.UpstreamUnreachable(f"Could not reach a backend for `{route.served}`: {exc}")
+            except UpstreamTimeout as exc:
+                backend.release()
+                raise errors.UpstreamTimedOut(f"Upstream {backend.name} timed out: {exc}") from exc
+            except BaseException:
+                backend.release()
+                raise
+
+    async def _relay_body(self, send: Send, resp: UpstreamResponse, rec: RequestRecord,
+                          rename: tuple[str, str] | None, watch: _Watch) -> None:
+        try:
+            data = await resp.read()
+        except UpstreamTimeout as exc:
+            raise errors.UpstreamTimedOut(str(exc)) from exc
+        except UpstreamBrokenStream as exc:
+            raise errors.UpstreamUnreachable(f"upstream closed the connection: {exc}") from exc
+        rec.ttft_s = time.perf_counter() - rec.t0
+        rec.response = data
+        if rename is not None:
+            data = _rename_model(data, rename)
+        headers = [*resp.headers, (b"content-length", str(len(data)).encode()),
+                   (b"x-request-id", rec.request_id.encode())]
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        watch.finished = True
+        await send({"type": "http.response.body", "body": data})
+
+    async def _relay_stream(self, send: Send, resp: UpstreamResponse, rec: RequestRecord,
+                            rename: tuple[str, str] | None, watch: _Watch) -> None:
+        headers = [*resp.headers, (b"x-request-id", rec.request_id.encode())]
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        chunks = rec.chunks
+        strip = None if rec.client_wants_usage else UsageChunkFilter()
+        try:
+            async for data in resp.chunks():
+                if rec.ttft_s is None:
+                    rec.ttft_s = time.perf_counter() - rec.t0
+                chunks.append(data)
+                if strip is not None:
+                    data = strip.feed(data)
+                    if not data:
+                        continue
+                if rename is not None:
+                    data = _rename_model(data, rename)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            tail = strip.flush() if strip is not None else b""
+        except (UpstreamTimeout, UpstreamBrokenStream) as exc:
+            rec.outcome = ev.TIMEOUT if isinstance(exc, UpstreamTimeout) else ev.UPSTREAM_ERROR
+            rec.error = f"upstream failed mid-stream: {exc}"
+            code = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_stream_broken"
+            tail = error_event(rec.error, "upstream_error", code)
+            if chunks and chunks[-1].endswith(DONE):
+                tail = b""
+        watch.finished = True
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _rename_model(data: bytes, rename: tuple[str, str]) -> bytes:
+    requested, served = rename
+    return data.replace(b'"model":' + orjson.dumps(served), b'"model":' + orjson.dumps(requested))
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], watch: _Watch) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            if not watch.finished:
+                watch.gone = True
+                task.cancel()
+            return
+
+
+async def send_error(send: Send, exc: errors.GatewayError, request_id: str) -> None:
+    body = exc.body()
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", request_id.encode())]
+    headers += [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

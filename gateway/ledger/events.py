@@ -1,0 +1,68 @@
+"""The usage event: one per request that reached routing, whatever its end.
+
+The proxy fills a ``RequestRecord`` cheaply on the hot path (references, counters, timestamps) and
+hands it to the recorder without awaiting anything. Parsing usage out of the response, estimating
+missing counts and pricing happen later, in the recorder (see ``gateway.meter.usage``), off the event loop.
+Prompt and completion text are never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Outcomes, as stored in the ledger.
+OK = "ok"
+UPSTREAM_ERROR = "upstream_error"  # upstream answered 4xx/5xx, or broke mid-stream
+CLIENT_GONE = "client_gone"  # the client disconnected before the end
+TIMEOUT = "timeout"
+UNREACHABLE = "unreachable"  # no backend could be reached
+REFUSED = "refused"  # the gateway refused after routing (policy, limits)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    endpoint: str
+    requested_model: str
+    started: float  # unix time
+    t0: float  # perf_counter at start
+    stream: bool = False
+    served_model: str | None = None
+    backend: str | None = None
+    route: str = "local"  # local | hosted
+    provider: str | None = None
+    fallback_cause: str | None = None
+    key_id: str | None = None
+    team: str | None = None
+    tag: str | None = None
+    status: int = 0
+    outcome: str = OK
+    error: str | None = None
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    client_wants_usage: bool = False
+    busy_s: float | None = None  # this request's share of its backend's busy time
+    joules: float | None = None  # its share of measured energy (None: not measured)
+    hosted_cost_usd: str | None = None  # route=hosted: provider usage priced with the table (decimal string)
+    # Raw material for the recorder: the parsed request and the response bytes (non-stream body,
+    # or the list of stream chunks). Kept by reference only; never written to the ledger.
+    request: dict[str, Any] | None = None
+    response: bytes | None = None
+    chunks: list[bytes] = field(default_factory=list)
+
+
+# Ledger columns, in order (schema v1). Shared by the SQLite and PostgreSQL stores.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "request_id", "ts", "day", "endpoint", "requested_model", "served_model", "backend", "route",
+    "provider", "fallback_cause", "outcome", "status", "stream", "prompt_tokens", "completion_tokens",
+    "total_tokens", "cached_tokens", "reasoning_tokens", "usage_source", "latency_ms", "ttft_ms",
+    "key_id", "team", "tag", "error",
+    # schema v2: the shadow meter
+    "uid", "price_table_id", "cache_mode", "busy_s", "joules", "box", "local_energy_pusd",
+    "local_hardware_pusd", "hosted_cost_pusd",
+)
+SHADOW_COLUMNS: tuple[str, ...] = (
+    "event_uid", "ref_index", "ref_model", "price_key", "tokenizer", "estimated", "input_tokens",
+    "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "cloud_pusd", "savings_pusd",
+)

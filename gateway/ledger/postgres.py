@@ -1,0 +1,57 @@
+"""The ledger on PostgreSQL (asyncpg), for several gateway replicas sharing one ledger.
+
+Same schema and migrations as SQLite (``schema.py``, with ``BIGSERIAL`` keys); migrations run
+under a transaction-scoped advisory lock so replicas starting together migrate once. Writes are
+the recorder's batches (``executemany`` in one transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.ledger import schema
+from gateway.ledger.events import EVENT_COLUMNS, SHADOW_COLUMNS
+from gateway.ledger.store import LedgerBatchLike, insert_sql
+
+_MIGRATION_LOCK = 0x6E6F6D65746572  # "nometer"
+_INSERT_EVENT = insert_sql("usage_events", EVENT_COLUMNS, lambda i: f"${i}")
+_INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS, lambda i: f"${i}")
+
+
+class PostgresStore:
+    placeholder = "$"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4):
+        self.url = url
+        self._sizes = (min_size, max_size)
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        import asyncpg  # the postgres extra; imported only when a PostgreSQL ledger is configured
+
+        self._pool = await asyncpg.create_pool(self.url, min_size=self._sizes[0], max_size=self._sizes[1])
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = await conn.fetchval("SELECT MAX(version) FROM schema_version") or 0
+            for version, _ in schema.MIGRATIONS:
+                if version > current:
+                    for stmt in schema.statements("postgres", version):
+                        await conn.execute(stmt)
+                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+
+    async def insert_batch(self, batch: LedgerBatchLike) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(_INSERT_EVENT, batch.events)
+            if batch.shadows:
+                await conn.executemany(_INSERT_SHADOW, batch.shadows)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            return [dict(r) for r in await conn.fetch(sql, *params)]
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,88 @@
+"""The embedded ledger: SQLite through aiosqlite, in WAL mode."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.ledger import schema
+from gateway.ledger.events import EVENT_COLUMNS, SHADOW_COLUMNS
+from gateway.ledger.store import LedgerBatchLike, insert_sql
+
+_INSERT_EVENT = insert_sql("usage_events", EVENT_COLUMNS, lambda i: "?")
+_INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS, lambda i: "?")
+
+
+def migrate_sqlite(conn: sqlite3.Connection) -> int:
+    """Synchronous migration (used by the async store through its thread, and by the CLI)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    for version, _ in schema.MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in schema.statements("sqlite", version):
+                conn.execute(stmt)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        current = version
+    return int(current)
+
+
+def _migrate_file(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+        conn.execute("PRAGMA busy_timeout=5000")
+        migrate_sqlite(conn)
+    finally:
+        conn.close()
+
+
+class SQLiteStore:
+    placeholder = "?"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_migrate_file, self.path)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+
+    async def insert_batch(self, batch: LedgerBatchLike) -> None:
+        assert self._db is not None
+        await self._db.execute("BEGIN")
+        try:
+            await self._db.executemany(_INSERT_EVENT, batch.events)
+            if batch.shadows:
+                await self._db.executemany(_INSERT_SHADOW, batch.shadows)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        assert self._db is not None
+        async with self._db.execute(sql, params) as cur:
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, r)) for r in await cur.fetchall()]
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None

@@ -1,0 +1,79 @@
+"""Receipts: rebuild one request's savings claim from the ledger and its pinned price table.
+
+The ledger keeps the *inputs* of ``pricing.receipt.compute_receipt`` (re-counted tokens per
+reference, table id, cache mode, busy share, measured joules, box parameters) and the digest of
+the receipt computed at request time. Recomputing from those inputs must give the same digest:
+``verify`` checks exactly that, for every metered request in a period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from gateway.meter.shadow import box_from_json, pico
+from pricing.cost import CloudUsage
+from pricing.receipt import ReceiptInputs, ReferenceTokens, compute_receipt, receipt_digest
+from pricing.store import PriceStore
+
+EVENT_SQL = "SELECT * FROM usage_events WHERE request_id = {p} ORDER BY id DESC LIMIT 1"
+SHADOW_SQL = "SELECT * FROM shadow_costs WHERE event_uid = {p} ORDER BY ref_index"
+
+
+@dataclass(frozen=True)
+class Check:
+    request_id: str
+    ok: bool
+    problem: str | None = None
+
+
+def recompute(event: dict[str, Any], shadows: list[dict[str, Any]], prices: PriceStore) -> dict[str, Any]:
+    """The receipt as computed from the stored inputs (raises LookupError if the table is gone)."""
+    refs = tuple(ReferenceTokens(
+        s["ref_model"], s["tokenizer"], bool(s["estimated"]),
+        CloudUsage(int(s["input_tokens"]), int(s["output_tokens"]), cached_tokens=int(s["cached_tokens"]),
+                   cache_write_tokens=int(s["cache_write_tokens"]), reasoning_tokens=int(s["reasoning_tokens"])))
+        for s in shadows)
+    inputs = ReceiptInputs(
+        references=refs, table=prices.get(event["price_table_id"]), cache_mode=event["cache_mode"],
+        busy_seconds=Decimal(repr(float(event["busy_s"] or 0.0))), box=box_from_json(event["box"]),
+        joules=None if event["joules"] is None else Decimal(repr(float(event["joules"]))))
+    return compute_receipt(inputs)
+
+
+def view(event: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any]:
+    """The receipt as served: the request's identity and local counts, then the computation."""
+    return {
+        "object": "nometer.receipt",
+        "request_id": event["request_id"],
+        "created": event["ts"],
+        "endpoint": event["endpoint"],
+        "requested_model": event["requested_model"],
+        "served_model": event["served_model"],
+        "backend": event["backend"],
+        "team": event["team"],
+        "key_id": event["key_id"],
+        "tag": event["tag"],
+        "outcome": event["outcome"],
+        "local_usage": {k: event[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens",
+                                               "cached_tokens", "reasoning_tokens")} | {"source": event["usage_source"]},
+        "receipt_sha256": receipt_digest(receipt),  # of this receipt's canonical JSON, for comparing copies
+        **receipt,
+    }
+
+
+def check(event: dict[str, Any], shadows: list[dict[str, Any]], prices: PriceStore) -> Check:
+    rid = event["request_id"]
+    try:
+        receipt = recompute(event, shadows, prices)
+    except (LookupError, ValueError, TypeError) as exc:
+        return Check(rid, False, f"cannot recompute: {exc}")
+    local = receipt["local"]
+    if (pico(local["energy_usd"]) != event["local_energy_pusd"]
+            or pico(local["hardware_share_usd"]) != event["local_hardware_pusd"]):
+        return Check(rid, False, "stored local cost differs from the recomputed one")
+    for ref, s in zip(receipt["references"], shadows, strict=True):
+        if (s["cloud_pusd"], s["savings_pusd"]) != (pico(ref["cloud_usd"]), pico(ref["savings_usd"])):
+            return Check(rid, False, f"stored cloud cost for {ref['model']} differs from the recomputed one")
+    return Check(rid, True)

@@ -1,0 +1,84 @@
+"""Records -> ledger rows. Runs in the recorder's worker thread, never on the event loop.
+
+Each record becomes one ``usage_events`` row and, when the shadow meter priced it, one
+``shadow_costs`` row per reference cloud model. A record whose response cannot be read still
+gets its row (without counts): a usage record is never lost to a parsing problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.ids import new_id
+from gateway.ledger.events import RequestRecord
+from gateway.ledger.store import Row
+from gateway.meter.answer import answer_of
+from gateway.meter.shadow import Shadow, ShadowMeter, box_json, pico, rounded_busy, rounded_joules
+from gateway.meter.usage import Usage, extract
+
+log = logging.getLogger("nometer.recorder")
+
+
+@dataclass
+class LedgerBatch:
+    events: list[Row] = field(default_factory=list)
+    shadows: list[Row] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+def _day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def to_row(rec: RequestRecord, usage: Usage, uid: str, shadow: Shadow | None) -> Row:
+    busy, joules = rounded_busy(rec.busy_s), rounded_joules(rec.joules)
+    if shadow is not None:
+        meter: tuple[object, ...] = (
+            shadow.inputs.table.id, shadow.inputs.cache_mode, busy, joules, box_json(shadow.inputs.box),
+            pico(shadow.local.energy_usd), pico(shadow.local.hardware_usd))
+    else:
+        meter = (None, None, busy, joules, None, None, None)
+    return (
+        rec.request_id, rec.started, _day(rec.started), rec.endpoint, rec.requested_model,
+        rec.served_model, rec.backend, rec.route, rec.provider, rec.fallback_cause, rec.outcome,
+        rec.status, int(rec.stream), usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
+        usage.cached_tokens, usage.reasoning_tokens, usage.source,
+        None if rec.latency_s is None else round(rec.latency_s * 1000, 3),
+        None if rec.ttft_s is None else round(rec.ttft_s * 1000, 3),
+        rec.key_id, rec.team, rec.tag, rec.error, uid, *meter, pico(rec.hosted_cost_usd),
+    )
+
+
+def shadow_rows(uid: str, shadow: Shadow) -> list[Row]:
+    out: list[Row] = []
+    for i, (ref, (key, cost, savings)) in enumerate(zip(shadow.inputs.references, shadow.costs, strict=True)):
+        u = ref.usage
+        out.append((uid, i, ref.model, key, ref.tokenizer, int(ref.estimated), u.input_tokens, u.cached_tokens,
+                    u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, pico(cost.total), pico(savings)))
+    return out
+
+
+def make_finalizer(count_tokens: Callable[[str], int] | None,
+                   meter: ShadowMeter | None = None) -> Callable[[list[RequestRecord]], LedgerBatch]:
+    def finalize(batch: list[RequestRecord]) -> LedgerBatch:
+        out = LedgerBatch()
+        for rec in batch:
+            uid = new_id()
+            usage, shadow = Usage(), None
+            try:
+                usage, events = extract(rec, count_tokens)
+                if meter is not None:
+                    shadow = meter.measure(rec, usage, answer_of(rec, events))
+            except Exception:  # a malformed response must not cost the request its ledger row
+                log.exception("could not meter %s; recording it without counts", rec.request_id)
+            out.events.append(to_row(rec, usage, uid, shadow))
+            if shadow is not None:
+                out.shadows.extend(shadow_rows(uid, shadow))
+        return out
+
+    return finalize

@@ -1,0 +1,139 @@
+"""Teams, keys and policy, wired together: what ``create_app`` builds and the lifespan runs.
+
+Holds the live parts (authenticator and key ring, policy book, rate limiter, budgets, the hosted
+path) and the two background duties: re-reading keys changed by the CLI, and reloading policy
+(``reload``: from the admin API or SIGHUP). A reload validates the whole file first and, if it is
+good, swaps the policy book in one assignment; requests already admitted keep their rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.backends.pool import BackendPool
+from gateway.backends.routing import Router
+from gateway.ledger.keystore import open_key_store
+from gateway.policy.admission import Gate
+from gateway.policy.auth import Authenticator, resolve_mode
+from gateway.policy.budget import (
+    SEED_SQL,
+    Budgets,
+    Counters,
+    MemoryCounters,
+    RedisCounters,
+    periods,
+    seed_values,
+)
+from gateway.policy.keys import load_ring
+from gateway.policy.limits import MemoryWindows, RateLimiter, RedisWindows, Windows
+from gateway.policy.rules import PolicyBook
+from gateway.settings import Settings, reload_settings
+from pricing.tables import PriceTable
+
+log = logging.getLogger("nometer.policy")
+
+
+class Governance:
+    def __init__(self, settings: Settings, router: Router, pool: BackendPool, table: PriceTable):
+        self.settings = settings
+        self.boot = settings  # what this process started with (restart-only sections)
+        self.pool = pool
+        self.table = table
+        self.keys = open_key_store(Path(settings.ledger.path), settings.ledger.url)
+        self.auth = Authenticator(resolve_mode(settings.auth, settings.server), settings.auth.admin_key_env)
+        lim = settings.limits
+        windows: Windows = RedisWindows(lim.redis_url, lim.redis_prefix) if lim.redis_url else MemoryWindows()
+        counters: Counters = RedisCounters(lim.redis_url, lim.redis_prefix) if lim.redis_url else MemoryCounters()
+        self.limiter = RateLimiter(windows)
+        self.budgets = Budgets(counters)
+        self.book = PolicyBook(settings)
+        self.gate = Gate(self.auth, self.book, router, self.limiter)
+        self.hosted: Any = None  # gateway.http.hosted.HostedPath, only when some policy falls back
+        self._task: asyncio.Task[None] | None = None
+        self._store: Any = None
+        self._apply(self.book)
+
+    def _apply(self, book: PolicyBook) -> None:
+        for w in book.warnings():
+            log.warning("policy: %s", w)
+        if book.uses_hosted and self.hosted is None:
+            from adapters.hosted import HostedUpstream
+            from gateway.http.hosted import HostedPath
+
+            self.hosted = HostedPath(HostedUpstream(), self.budgets, self.table)
+        if self.hosted is not None:
+            self.hosted.swap(book)
+        self.pool.poll_metrics = book.uses_metrics
+        self.gate.hosted = self.hosted
+        self.book = self.gate.book = book
+
+    async def start(self, store: Any) -> None:
+        self._store = store
+        self.auth.ring = await asyncio.to_thread(load_ring, self.keys)
+        await self._seed_budgets(store)
+        if self.hosted is not None:
+            from adapters.hosted import load
+
+            await asyncio.to_thread(load)  # litellm takes seconds to import: not on a request
+        self._task = asyncio.create_task(self._watch_keys(), name="nometer-keys")
+        log.info("auth mode %s; %d active keys; %d team policies%s", self.auth.mode, len(self.auth.ring),
+                 len(self.book.teams), "; hosted fallback on" if self.hosted is not None else "")
+
+    async def _seed_budgets(self, store: Any) -> None:
+        """Counters start from the ledger's hosted spend; existing counters are kept (they hold
+        reservations in flight and spend the recorder has not written yet)."""
+        if not any(r.has_budget for r in [self.book.default, *self.book.teams.values()]):
+            return
+        now = time.time()
+        month_start = periods(now)[1] + "-01"
+        sql = SEED_SQL.format(p="?" if getattr(store, "placeholder", "?") == "?" else "$1")
+        rows = await store.fetch(sql, [month_start])
+        await self.budgets.counters.seed(seed_values(rows, now))
+
+    async def _watch_keys(self) -> None:
+        """Pick up keys created, disabled or rotated by another process (the CLI)."""
+        while True:
+            await asyncio.sleep(self.settings.auth.refresh_s)
+            try:
+                if await asyncio.to_thread(self.keys.revision) != self.auth.ring.revision:
+                    await self.refresh_keys()
+            except Exception:  # never let the watcher die
+                log.exception("could not re-read API keys")
+
+    async def refresh_keys(self) -> None:
+        self.auth.ring = await asyncio.to_thread(load_ring, self.keys)
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration and swap in its policy; ValueError/OSError on a bad file
+        (the running policy stays)."""
+        try:
+            new = await asyncio.to_thread(reload_settings, self.settings)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not valid YAML: {exc}") from None
+        book = PolicyBook(new)
+        if book.uses_hosted and self.hosted is None:
+            from adapters.hosted import load
+
+            await asyncio.to_thread(load)
+        ignored = [name for name in ("server", "backends", "managed", "ledger", "auth", "limits")
+                   if getattr(new, name) != getattr(self.boot, name)]
+        self._apply(book)
+        self.settings = new
+        if self._store is not None:
+            await self._seed_budgets(self._store)  # a team that just got a budget starts from its spend
+        log.info("policy reloaded: %d team policies%s", len(book.teams),
+                 f"; changes to {', '.join(ignored)} need a restart" if ignored else "")
+        return {"teams": sorted(book.teams), "warnings": book.warnings(), "restart_needed_for": ignored}
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.limiter.windows.aclose()
+        await self.budgets.counters.aclose()
