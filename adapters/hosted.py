@@ -29,6 +29,21 @@ _KEEP_USAGE = ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_tok
                "completion_tokens_details")
 _DROP = ("provider_specific_fields",)
 
+# The only client fields a hosted call may carry: OpenAI's chat-completion request parameters
+# (https://platform.openai.com/docs/api-reference/chat/create). Everything else in a client body
+# is dropped, above all what litellm would read as its own argument: a URL (`base_url`,
+# `api_base`), credentials (`api_key`), headers (`headers`, `extra_headers`), canned answers
+# (`mock_response`), routing (`custom_llm_provider`) or pass-through bodies (`extra_body`).
+# Those would let a caller send the provider's key to a host of its choosing (SSRF).
+# `model`, `stream` and `stream_options` are set by the gateway itself.
+CLIENT_FIELDS = frozenset({
+    "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+    "max_completion_tokens", "max_tokens", "modalities", "n", "parallel_tool_calls", "prediction",
+    "presence_penalty", "prompt_cache_key", "reasoning_effort", "response_format", "safety_identifier",
+    "seed", "service_tier", "stop", "temperature", "tool_choice", "tools", "top_logprobs", "top_p",
+    "user", "verbosity", "web_search_options",
+})
+
 
 class HostedError(UpstreamError):
     """The provider answered with an error status (before any output)."""
@@ -77,7 +92,9 @@ def is_loaded() -> bool:
 
 
 def _kwargs(target: HostedTarget, payload: Mapping[str, Any], stream: bool) -> dict[str, Any]:
-    kw = {k: v for k, v in payload.items() if k not in ("model", "stream", "stream_options")}
+    """litellm's arguments: the allowed client fields, then the operator's (config) parameters,
+    then what the gateway decides. Nothing a client sends can set a URL, key or header."""
+    kw = {k: v for k, v in payload.items() if k in CLIENT_FIELDS}
     kw.update(target.params)
     kw.update(model=target.model, timeout=target.timeout_s, max_retries=0, num_retries=0, stream=stream)
     if stream:

@@ -54,6 +54,12 @@ class GatewayServer:
         self._server.should_exit = True
         self._thread.join(30)
 
+    def __enter__(self) -> GatewayServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         if not self.db_path.exists():
             return []

@@ -49,3 +49,28 @@ def test_errors_are_translated_by_class() -> None:
     err = _translate(openai.RateLimitError("slow down", response=httpx.Response(429, request=req), body=None), T)
     assert isinstance(err, HostedError) and err.status == 429 and T.model in str(err)
     assert isinstance(_translate(RuntimeError("?"), T), HostedError)
+
+
+def test_client_fields_outside_the_allow_list_never_reach_litellm() -> None:
+    """SSRF: a client body cannot choose the URL, key or headers the provider's key is sent with."""
+    hostile = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+               "base_url": "http://canary.invalid/v1", "api_base": "http://canary.invalid/v1",
+               "api_key": "sk-stolen", "api_version": "evil", "headers": {"x-leak": "1"},
+               "extra_headers": {"x-leak": "1"}, "extra_body": {"api_base": "http://canary.invalid"},
+               "mock_response": "free answer", "custom_llm_provider": "openai", "timeout": 0.001,
+               "metadata": {"x": 1}, "num_retries": 9, "litellm_logging_obj": None,
+               "aws_region_name": "x", "vertex_project": "x", "input_cost_per_token": 0}
+    kw = _kwargs(HostedTarget("openai/gpt-4.1-mini"), hostile, stream=False)  # no api_base configured
+    assert set(kw) == {"model", "messages", "max_tokens", "timeout", "max_retries", "num_retries", "stream"}
+    assert kw["timeout"] == 600.0 and kw["num_retries"] == 0
+    kw = _kwargs(T, hostile, stream=False)  # configured credentials win; client ones never appear
+    assert kw["api_base"] == T.api_base and kw["api_key"] == "k" and "api_version" not in kw
+    assert "headers" not in kw and "extra_headers" not in kw and "mock_response" not in kw
+
+
+def test_every_openai_chat_parameter_is_forwarded() -> None:
+    body = {k: 1 for k in ("temperature", "top_p", "n", "stop", "seed", "tools", "tool_choice", "response_format",
+                           "logprobs", "top_logprobs", "user", "presence_penalty", "frequency_penalty",
+                           "logit_bias", "max_completion_tokens", "parallel_tool_calls", "reasoning_effort")}
+    kw = _kwargs(HostedTarget("openai/gpt-4.1-mini"), body, stream=False)
+    assert all(kw[k] == 1 for k in body)
