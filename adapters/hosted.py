@@ -25,8 +25,13 @@ from adapters.base import UpstreamConnectError, UpstreamError, UpstreamTimeout
 log = logging.getLogger("nometer.hosted")
 _litellm: Any = None
 _lock = threading.Lock()
-_KEEP_USAGE = ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details",
-               "completion_tokens_details")
+_KEEP_USAGE = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "prompt_tokens_details",
+    "completion_tokens_details",
+)
 _DROP = ("provider_specific_fields",)
 
 # The only client fields a hosted call may carry: OpenAI's chat-completion request parameters
@@ -36,13 +41,39 @@ _DROP = ("provider_specific_fields",)
 # (`mock_response`), routing (`custom_llm_provider`) or pass-through bodies (`extra_body`).
 # Those would let a caller send the provider's key to a host of its choosing (SSRF).
 # `model`, `stream` and `stream_options` are set by the gateway itself.
-CLIENT_FIELDS = frozenset({
-    "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-    "max_completion_tokens", "max_tokens", "modalities", "n", "parallel_tool_calls", "prediction",
-    "presence_penalty", "prompt_cache_key", "reasoning_effort", "response_format", "safety_identifier",
-    "seed", "service_tier", "stop", "temperature", "tool_choice", "tools", "top_logprobs", "top_p",
-    "user", "verbosity", "web_search_options",
-})
+CLIENT_FIELDS = frozenset(
+    {
+        "messages",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
 
 
 class HostedError(UpstreamError):
@@ -78,8 +109,9 @@ def load() -> Any:
             import litellm
 
             # pydantic's notice about litellm's own TypedDicts, once per process: noise, not ours
-            warnings.filterwarnings("ignore", message=r"Item .* is using the `ReadOnly` qualifier",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"Item .* is using the `ReadOnly` qualifier", category=UserWarning
+            )
             litellm.suppress_debug_info = True
             litellm.drop_params = True  # a parameter the provider lacks is dropped, not an error
             litellm.telemetry = False
@@ -159,7 +191,7 @@ class HostedStream:
         """Close the provider connection (the client left, or the stream ended)."""
         try:
             await self._wrapper.aclose()
-        except Exception as exc:  # noqa: BLE001 - best effort: the request is over either way
+        except Exception as exc:
             log.debug("closing %s stream: %s", self._target.model, exc)
 
 

@@ -24,16 +24,38 @@ from adapters.base import (
 
 # Request headers never forwarded: hop-by-hop, framing (recomputed), the client's gateway
 # credentials (the upstream gets its own key), and cookies.
-_DROP_REQUEST = frozenset({
-    b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-    b"proxy-authorization", b"proxy-connection", b"content-length", b"authorization", b"api-key",
-    b"cookie", b"accept-encoding", b"expect",
-})
+_DROP_REQUEST = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"content-length",
+        b"authorization",
+        b"api-key",
+        b"cookie",
+        b"accept-encoding",
+        b"expect",
+    }
+)
 # Response headers the gateway sets itself (framing, server identity).
-_DROP_RESPONSE = frozenset({
-    "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
-    "date", "server", "x-request-id",
-})
+_DROP_RESPONSE = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+        "x-request-id",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +81,8 @@ class CompatResponse:
         self.status = resp.status
         self.headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1"))
-            for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE
+            for k, v in resp.headers.items()
+            if k.lower() not in _DROP_RESPONSE
         ]
 
     async def read(self) -> bytes:
@@ -103,9 +126,11 @@ class OpenAICompatUpstream:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
-                                              sock_read=self.config.read_timeout_s),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
+                ),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
         return self._session
 
@@ -114,8 +139,9 @@ class OpenAICompatUpstream:
         if self._auth:
             out.append((self._auth[0].decode(), self._auth[1].decode()))
         try:
-            resp = await self._sess().request(method, self._root + path, data=body, headers=out,
-                                              allow_redirects=False)
+            resp = await self._sess().request(
+                method, self._root + path, data=body, headers=out, allow_redirects=False
+            )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
                 raise UpstreamConnectError(f"{self.name}: connect timed out") from exc
@@ -128,8 +154,11 @@ class OpenAICompatUpstream:
 
     async def _get(self, path: str, timeout_s: float) -> tuple[int, bytes]:
         try:
-            async with self._sess().get(self._root + path, timeout=aiohttp.ClientTimeout(total=timeout_s),
-                                        headers=[self._auth_header()] if self._auth else None) as r:
+            async with self._sess().get(
+                self._root + path,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                headers=[self._auth_header()] if self._auth else None,
+            ) as r:
                 return r.status, await r.read()
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"{self.name}: GET {path} timed out") from exc

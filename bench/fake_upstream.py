@@ -18,6 +18,7 @@ non-streaming responses wait ttft + (n-1)*tpot.
 
   python bench/fake_upstream.py --port 9001 [--ttft-ms 0 --tpot-ms 0 --tokens 16]
 """
+
 import argparse
 import asyncio
 import base64
@@ -34,7 +35,10 @@ try:
     dumps = orjson.dumps
     loads = orjson.loads
 except ImportError:  # pragma: no cover - stdlib fallback
-    dumps = lambda o: json.dumps(o, separators=(",", ":")).encode()
+
+    def dumps(o):
+        return json.dumps(o, separators=(",", ":")).encode()
+
     loads = json.loads
 
 ARGS = None
@@ -53,8 +57,9 @@ def next_id(prefix):
 def n_prompt_tokens(body):
     """Cheap token estimate (~4 chars/token) so usage numbers look plausible."""
     if "messages" in body:
-        chars = sum(len(m.get("content") or "") if isinstance(m.get("content"), str) else 16
-                    for m in body["messages"])
+        chars = sum(
+            len(m.get("content") or "") if isinstance(m.get("content"), str) else 16 for m in body["messages"]
+        )
     else:
         p = body.get("prompt", "")
         chars = len(p) if isinstance(p, str) else 4 * len(p)
@@ -77,8 +82,11 @@ def json_response(obj, status="200 OK", keep=True):
 
 
 def error(status, msg, keep=True):
-    return json_response({"error": {"message": msg, "type": "invalid_request_error",
-                                    "param": None, "code": None}}, status, keep)
+    return json_response(
+        {"error": {"message": msg, "type": "invalid_request_error", "param": None, "code": None}},
+        status,
+        keep,
+    )
 
 
 def chunked(b):
@@ -103,9 +111,12 @@ def embeddings(body):
     vec, b64 = EMB_CACHE[dim]
     emb = b64 if body.get("encoding_format") == "base64" else vec
     ptoks = sum(max(1, len(x) // 4) if isinstance(x, str) else len(x) for x in items)
-    return {"object": "list", "model": body.get("model", "fake"),
-            "data": [{"object": "embedding", "index": i, "embedding": emb} for i in range(len(items))],
-            "usage": {"prompt_tokens": ptoks, "total_tokens": ptoks}}
+    return {
+        "object": "list",
+        "model": body.get("model", "fake"),
+        "data": [{"object": "embedding", "index": i, "embedding": emb} for i in range(len(items))],
+        "usage": {"prompt_tokens": ptoks, "total_tokens": ptoks},
+    }
 
 
 class Upstream(asyncio.Protocol):
@@ -160,15 +171,23 @@ class Upstream(asyncio.Protocol):
                         self.t.close()
                 else:
                     await out
+
             self.pending = asyncio.ensure_future(after())
 
     # routing: returns bytes (immediate) or a coroutine (delayed / streaming)
     def handle(self, method, path, raw, keep):
         if method == b"GET":
             if path == b"/v1/models":
-                return json_response({"object": "list", "data": [
-                    {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake-upstream"}
-                    for m in ARGS.models]}, keep=keep)
+                return json_response(
+                    {
+                        "object": "list",
+                        "data": [
+                            {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake-upstream"}
+                            for m in ARGS.models
+                        ],
+                    },
+                    keep=keep,
+                )
             if path in (b"/health", b"/healthz", b"/"):
                 return json_response({"status": "ok"}, keep=keep)
             return error("404 Not Found", "not found", keep)
@@ -192,14 +211,26 @@ class Upstream(asyncio.Protocol):
             return self.stream(chat, model, p, n, inc_usage, keep)
         rid, created = next_id("chatcmpl" if chat else "cmpl"), int(time.time())
         if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text_of(n),
-                                              "refusal": None, "tool_calls": None},
-                      "logprobs": None, "finish_reason": "length"}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text_of(n), "refusal": None, "tool_calls": None},
+                "logprobs": None,
+                "finish_reason": "length",
+            }
         else:
             choice = {"index": 0, "text": text_of(n), "logprobs": None, "finish_reason": "length"}
-        resp = json_response({"id": rid, "object": "chat.completion" if chat else "text_completion",
-                              "created": created, "model": model, "system_fingerprint": None,
-                              "choices": [choice], "usage": usage(p, n)}, keep=keep)
+        resp = json_response(
+            {
+                "id": rid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+                "choices": [choice],
+                "usage": usage(p, n),
+            },
+            keep=keep,
+        )
         delay = (ARGS.ttft_ms + (n - 1) * ARGS.tpot_ms) / 1000
         if delay <= 0:
             return resp
@@ -218,14 +249,22 @@ class Upstream(asyncio.Protocol):
         obj = "chat.completion.chunk" if chat else "text_completion"
         # every chunk = head + payload + tail; only the payload varies
         head = b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":[' % (
-            rid.encode(), obj.encode(), created, dumps(model))
+            rid.encode(),
+            obj.encode(),
+            created,
+            dumps(model),
+        )
         tail_u = b',"usage":null' if inc_usage else b""
         t.write(http_head("200 OK", "text/event-stream", None, keep))
         if ARGS.ttft_ms:
             await asyncio.sleep(ARGS.ttft_ms / 1000)
         if chat:  # OpenAI/vLLM send the role first, with empty content
-            t.write(chunked(head + b'{"index":0,"delta":{"role":"assistant","content":""},'
-                                   b'"logprobs":null,"finish_reason":null}]' + tail_u + b"}\n\n"))
+            t.write(
+                chunked(
+                    head + b'{"index":0,"delta":{"role":"assistant","content":""},'
+                    b'"logprobs":null,"finish_reason":null}]' + tail_u + b"}\n\n"
+                )
+            )
         for i in range(n):
             if i and ARGS.tpot_ms:
                 await asyncio.sleep(ARGS.tpot_ms / 1000)
@@ -234,8 +273,11 @@ class Upstream(asyncio.Protocol):
             w = WORDS_J[i % len(WORDS_J)]
             last = i == n - 1
             fin = b'"length"' if last else b"null"
-            piece = (b'{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":%s}' if chat
-                     else b'{"index":0,"text":%s,"logprobs":null,"finish_reason":%s}') % (w, fin)
+            piece = (
+                b'{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":%s}'
+                if chat
+                else b'{"index":0,"text":%s,"logprobs":null,"finish_reason":%s}'
+            ) % (w, fin)
             t.write(chunked(head + piece + b"]" + tail_u + b"}\n\n"))
         if inc_usage:
             t.write(chunked(head + b'],"usage":' + dumps(usage(p, n)) + b"}\n\n"))
@@ -258,6 +300,7 @@ def main():
     ARGS = ap.parse_args()
     try:
         import uvloop
+
         loop = uvloop.new_event_loop()
     except ImportError:
         print("uvloop not installed; using the stdlib loop (slower)")

@@ -14,6 +14,7 @@ cross-check of req/s for a gateway that outruns this client.
   python bench/load.py --url http://127.0.0.1:4000 -n 2000 -c 16 [--stream] \
       [--api-key sk-...] [--model fake-model] [--max-tokens 16] [--label litellm]
 """
+
 import argparse
 import asyncio
 import json
@@ -96,8 +97,9 @@ async def one(sess, url, payload, stream, rec):
 
 
 async def run(a):
-    path = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
-            "embeddings": "/v1/embeddings"}[a.endpoint]
+    path = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}[
+        a.endpoint
+    ]
     url = a.url.rstrip("/") + path
     payload = json.dumps(body_for(a)).encode()
     headers = {"Content-Type": "application/json"}
@@ -105,8 +107,10 @@ async def run(a):
         headers["Authorization"] = f"Bearer {a.api_key}"
     conn = aiohttp.TCPConnector(limit=a.concurrency, ttl_dns_cache=3600)
     timeout = aiohttp.ClientTimeout(total=a.timeout)
-    async with aiohttp.ClientSession(connector=conn, headers=headers, timeout=timeout,
-                                     auto_decompress=False) as sess:
+    async with aiohttp.ClientSession(
+        connector=conn, headers=headers, timeout=timeout, auto_decompress=False
+    ) as sess:
+
         async def phase(n):
             rec = {"lat": [], "ttfb": [], "ttft": [], "events": 0, "errors": {}}
             left = [n]
@@ -119,6 +123,7 @@ async def run(a):
                     except (TimeoutError, aiohttp.ClientError) as e:
                         k = type(e).__name__
                         rec["errors"][k] = rec["errors"].get(k, 0) + 1
+
             t0 = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(a.concurrency)))
             return rec, time.perf_counter() - t0
@@ -131,18 +136,34 @@ async def run(a):
         rec, wall = await phase(a.requests)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     lat, ttfb, ttft = sorted(rec["lat"]), sorted(rec["ttfb"]), sorted(rec["ttft"])
-    out = {"label": a.label, "endpoint": a.endpoint, "stream": a.stream, "c": a.concurrency,
-           "n": a.requests, "ok": len(lat), "errors": rec["errors"], "wall_s": round(wall, 3),
-           "warmup_s": round(warmup_s, 3),
-           "rps": round(len(lat) / wall, 1),
-           "lat_p50_ms": pct(lat, 50), "lat_p90_ms": pct(lat, 90), "lat_p99_ms": pct(lat, 99),
-           "lat_mean_ms": round(sum(lat) / len(lat) * 1000, 3) if lat else None,
-           "client_cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2)}
+    out = {
+        "label": a.label,
+        "endpoint": a.endpoint,
+        "stream": a.stream,
+        "c": a.concurrency,
+        "n": a.requests,
+        "ok": len(lat),
+        "errors": rec["errors"],
+        "wall_s": round(wall, 3),
+        "warmup_s": round(warmup_s, 3),
+        "rps": round(len(lat) / wall, 1),
+        "lat_p50_ms": pct(lat, 50),
+        "lat_p90_ms": pct(lat, 90),
+        "lat_p99_ms": pct(lat, 99),
+        "lat_mean_ms": round(sum(lat) / len(lat) * 1000, 3) if lat else None,
+        "client_cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2),
+    }
     if a.stream:
-        out.update({"ttfb_p50_ms": pct(ttfb, 50), "ttfb_p99_ms": pct(ttfb, 99),
-                    "ttft_p50_ms": pct(ttft, 50), "ttft_p90_ms": pct(ttft, 90),
-                    "ttft_p99_ms": pct(ttft, 99),
-                    "sse_events_per_req": round(rec["events"] / max(1, len(lat)), 1)})
+        out.update(
+            {
+                "ttfb_p50_ms": pct(ttfb, 50),
+                "ttfb_p99_ms": pct(ttfb, 99),
+                "ttft_p50_ms": pct(ttft, 50),
+                "ttft_p90_ms": pct(ttft, 90),
+                "ttft_p99_ms": pct(ttft, 99),
+                "sse_events_per_req": round(rec["events"] / max(1, len(lat)), 1),
+            }
+        )
     out.update(a.tag)
     return out
 
@@ -168,6 +189,7 @@ def main():
     a.tag = dict(t.split("=", 1) for t in a.tag)
     try:
         import uvloop
+
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run

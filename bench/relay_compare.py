@@ -19,6 +19,7 @@ interleaved against the same fake upstream (gateway CPU ms per request is the fi
 
 Extra flags after the known ones are passed to run_compare.py (e.g. --quiet-wait 0).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,12 @@ class AiohttpClient:
         import aiohttp
 
         self.base = base
-        self.s = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
-                                       timeout=aiohttp.ClientTimeout(total=None, sock_read=600),
-                                       auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+        self.s = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=600),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
 
     async def open(self, path, body, headers):
         r = await self.s.post(self.base + path, data=body, headers=headers)
@@ -76,12 +80,15 @@ class HttpxClient:
         import httpx
 
         self.base = base
-        self.c = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=5),
-                                   limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+        self.c = httpx.AsyncClient(
+            timeout=httpx.Timeout(600, connect=5),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
 
     async def open(self, path, body, headers):
-        r = await self.c.send(self.c.build_request("POST", self.base + path, content=body, headers=headers),
-                              stream=True)
+        r = await self.c.send(
+            self.c.build_request("POST", self.base + path, content=body, headers=headers), stream=True
+        )
         return r.status_code, r.headers.get("content-type", ""), r
 
     async def read(self, r):
@@ -116,15 +123,22 @@ def make_app(client_name, json_name, upstream_root):
             while True:
                 msg = await receive()
                 if msg["type"] == "lifespan.startup":
-                    state["client"] = (AiohttpClient if client_name == "aiohttp" else HttpxClient)(upstream_root)
+                    state["client"] = (AiohttpClient if client_name == "aiohttp" else HttpxClient)(
+                        upstream_root
+                    )
                     await send({"type": "lifespan.startup.complete"})
                 elif msg["type"] == "lifespan.shutdown":
                     await state["client"].close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["method"] == "GET":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": models})
             return
         body, more = b"", True
@@ -158,8 +172,17 @@ def serve(variant, port, upstream_base):
     client, js, loop, http = VARIANTS[variant]
     root = upstream_base.rstrip("/")
     root = root.removesuffix("/v1")
-    uvicorn.run(make_app(client, js, root), host="127.0.0.1", port=port, loop=loop, http=http,
-                lifespan="on", access_log=False, log_level="warning", server_header=False)
+    uvicorn.run(
+        make_app(client, js, root),
+        host="127.0.0.1",
+        port=port,
+        loop=loop,
+        http=http,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+    )
 
 
 def main():
@@ -167,7 +190,9 @@ def main():
         ap = argparse.ArgumentParser(prog="relay_compare.py serve", description="run one relay variant")
         ap.add_argument("--variant", choices=list(VARIANTS), required=True)
         ap.add_argument("--port", type=int, required=True)
-        ap.add_argument("--upstream", default=os.environ.get("FAKE_UPSTREAM_BASE", "http://127.0.0.1:19001/v1"))
+        ap.add_argument(
+            "--upstream", default=os.environ.get("FAKE_UPSTREAM_BASE", "http://127.0.0.1:19001/v1")
+        )
         a = ap.parse_args(sys.argv[2:])
         serve(a.variant, a.port, a.upstream)
         return 0
@@ -177,9 +202,15 @@ def main():
     cmd = [sys.executable, os.path.join(HERE, "run_compare.py")]
     for i, v in enumerate(a.variants):
         port = BASE_PORT + i
-        cmd += ["--target", f"{v}=http://127.0.0.1:{port}",
-                "--start", (f"{v}=exec \"$BENCH_PY\" {shlex.quote(os.path.join(HERE, 'relay_compare.py'))} "
-                            f"serve --variant {v} --port {port}")]
+        cmd += [
+            "--target",
+            f"{v}=http://127.0.0.1:{port}",
+            "--start",
+            (
+                f'{v}=exec "$BENCH_PY" {shlex.quote(os.path.join(HERE, "relay_compare.py"))} '
+                f"serve --variant {v} --port {port}"
+            ),
+        ]
     cmd += rest
     print("# " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr)
     return subprocess.call(cmd)

@@ -26,13 +26,16 @@ Pinning (2 cores): gateways on CPU 0, load generator + fake upstream on CPU 1, s
 gateway never competes with the client for a core. Before each run it waits (bounded,
 --quiet-wait) for the machine to be quiet. Per run it records the gateway's CPU
 time per request (cpu_ms_per_req: the least noisy efficiency number when the gateway is
-busy), CPU per SSE event for streams (cpu_us_per_event), gateway_runq_wait_s (roughly, time the gateway was runnable but had no CPU) and foreign_cpu_s (CPU used meanwhile by processes not started here).
+busy), CPU per SSE event for streams (cpu_us_per_event), gateway_runq_wait_s (roughly, time the
+gateway was runnable but had no CPU) and foreign_cpu_s (CPU used meanwhile by processes not
+started here).
 
 Example (LiteLLM plus our gateway later):
   python bench/run_compare.py --preset litellm \
       --target ours=http://127.0.0.1:19003 --start ours='ourgw --port 19003 --upstream $FAKE_UPSTREAM_BASE' \
       --reps 3 -n 400 --concurrency 1 16 64
 """
+
 import argparse
 import json
 import os
@@ -72,7 +75,7 @@ def tree_cpu_s(pid):
     """CPU seconds (user+sys) of a process tree, exited threads included (/proc/PID/stat; the
     kernel here samples it per tick, 250 Hz: exact enough for a busy gateway)."""
     tot = 0
-    for p in [pid] + children(pid):
+    for p in [pid, *children(pid)]:
         try:
             with open(f"/proc/{p}/stat") as f:
                 st = f.read().rsplit(")", 1)[1].split()
@@ -97,7 +100,7 @@ def tree_runq_s(pid):
     """Seconds the tree's live threads were runnable but not running (/proc/*/task/*/schedstat).
     Approximate: a thread that exits takes its count with it (deltas are clamped at 0)."""
     wait = 0
-    for p in [pid] + children(pid):
+    for p in [pid, *children(pid)]:
         try:
             tids = os.listdir(f"/proc/{p}/task")
         except OSError:
@@ -113,10 +116,10 @@ def tree_runq_s(pid):
 
 def tree_rss_mb(pid):
     tot = 0
-    for p in [pid] + children(pid):
+    for p in [pid, *children(pid)]:
         try:
             with open(f"/proc/{p}/status") as f:
-                tot += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+                tot += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
         except (OSError, StopIteration):
             pass
     return round(tot / 1024, 1)
@@ -142,10 +145,13 @@ def wait_quiet(max_wait, max_cores):
 
 # ---------- process management ----------
 def start(name, cmd, cpus, env, log_dir):
-    full = f"exec taskset -c {cpus} bash -c {shlex.quote(cmd)}" if cpus else cmd  # children inherit the pinning
+    full = (
+        f"exec taskset -c {cpus} bash -c {shlex.quote(cmd)}" if cpus else cmd
+    )  # children inherit the pinning
     with open(os.path.join(log_dir, f"{name}.log"), "w") as log:  # the child keeps its own copy of the fd
-        p = subprocess.Popen(["bash", "-c", full], env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)  # own process group: stopped as a whole
+        p = subprocess.Popen(
+            ["bash", "-c", full], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )  # own process group: stopped as a whole
     print(f"# started {name} pid={p.pid}: {cmd}", file=sys.stderr)
     return p
 
@@ -165,8 +171,9 @@ def stop(p):
 def wait_healthy(url, key, proc, timeout):
     """Poll GET url/v1/models until 200; returns seconds since proc start or raises."""
     t0 = time.monotonic()
-    req = urllib.request.Request(url.rstrip("/") + "/v1/models",
-                                 headers={"Authorization": f"Bearer {key}"} if key else {})
+    req = urllib.request.Request(
+        url.rstrip("/") + "/v1/models", headers={"Authorization": f"Bearer {key}"} if key else {}
+    )
     while time.monotonic() - t0 < timeout:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{url}: process exited with {proc.returncode}")
@@ -181,14 +188,28 @@ def wait_healthy(url, key, proc, timeout):
 
 
 def run_load(a, name, url, key, model, stream, c, pids, n, max_tokens):
-    cmd = [PY, os.path.join(HERE, "load.py"), "--url", url, "-n", str(n), "-c", str(c),
-           "--model", model, "--max-tokens", str(max_tokens), "--label", name]
+    cmd = [
+        PY,
+        os.path.join(HERE, "load.py"),
+        "--url",
+        url,
+        "-n",
+        str(n),
+        "-c",
+        str(c),
+        "--model",
+        model,
+        "--max-tokens",
+        str(max_tokens),
+        "--label",
+        name,
+    ]
     if stream:
         cmd.append("--stream")
     if key:
         cmd += ["--api-key", key]
     if a.client_cpus:
-        cmd = ["taskset", "-c", a.client_cpus] + cmd
+        cmd = ["taskset", "-c", a.client_cpus, *cmd]
     waited, idle_cores = wait_quiet(a.quiet_wait, a.quiet_cores) if a.quiet_wait else (0, None)
     cpu0 = {k: tree_cpu_s(p) for k, p in pids.items()}
     loop0 = main_thread_cpu_s(pids[name]) if name in pids else 0.0
@@ -205,16 +226,26 @@ def run_load(a, name, url, key, model, stream, c, pids, n, max_tokens):
     ours = sum(cpu.values()) + ru.ru_utime + ru.ru_stime
     total_req = n + max(20, 2 * c)  # load.py's warmup is included in the CPU window
     gw_cpu = cpu.get(name, cpu["upstream"])
-    r.update(target=name, model=model, max_tokens=max_tokens, gateway_cpu_s=round(cpu.get(name, 0), 2),
-             gateway_runq_wait_s=round(runq.get(name, 0), 2),
-             upstream_cpu_s=round(cpu["upstream"], 2),
-             cpu_ms_per_req=round(1000 * gw_cpu / total_req, 3),
-             loop_cpu_ms_per_req=round(1000 * loop / total_req, 3) if name in pids else None,
-             cpu_us_per_event=(round(1e6 * gw_cpu / (total_req * r["sse_events_per_req"]), 2)
-                               if r.get("sse_events_per_req") else None),
-             foreign_cpu_s=round(max(0.0, busy - ours), 2), quiet_wait_s=waited, busy_cores_before=idle_cores,
-             proc_wall_s=round(proc_wall, 2),
-             loadavg1=os.getloadavg()[0])
+    r.update(
+        target=name,
+        model=model,
+        max_tokens=max_tokens,
+        gateway_cpu_s=round(cpu.get(name, 0), 2),
+        gateway_runq_wait_s=round(runq.get(name, 0), 2),
+        upstream_cpu_s=round(cpu["upstream"], 2),
+        cpu_ms_per_req=round(1000 * gw_cpu / total_req, 3),
+        loop_cpu_ms_per_req=round(1000 * loop / total_req, 3) if name in pids else None,
+        cpu_us_per_event=(
+            round(1e6 * gw_cpu / (total_req * r["sse_events_per_req"]), 2)
+            if r.get("sse_events_per_req")
+            else None
+        ),
+        foreign_cpu_s=round(max(0.0, busy - ours), 2),
+        quiet_wait_s=waited,
+        busy_cores_before=idle_cores,
+        proc_wall_s=round(proc_wall, 2),
+        loadavg1=os.getloadavg()[0],
+    )
     return r
 
 
@@ -226,17 +257,30 @@ def summarize(rows, targets, baseline, ref):
     the fixed per-request cost that a plain CPU/chunk figure smears over the chunks."""
     bad = [r for r in rows if r["ok"] < 0.99 * r["n"]]  # failed runs (e.g. a gateway killed mid-run)
     rows = [r for r in rows if r["ok"] >= 0.99 * r["n"]]
-    key = lambda r: (r["stream"], r["c"], r.get("max_tokens", 16))
+
+    def key(r):
+        return (r["stream"], r["c"], r.get("max_tokens", 16))
+
     cells = sorted({key(r) for r in rows})
     many_lengths = len({c[2] for c in cells}) > 1
-    lines = ["| mode | c | " + ("tokens | " if many_lengths else "") + "target | req/s | p50 ms | p99 ms | "
-             f"TTFT p50 | TTFT p99 | +p50 ms vs {baseline} | req/s ratio vs {baseline} |"
-             + (f" req/s ratio vs {ref} |" if ref else "")
-             + " gw CPU ms/req | of which main thread | gw CPU us/SSE event | gw runq wait s | foreign CPU s |",
-             "|---|---|" + ("---|" if many_lengths else "") + "---|---|---|---|---|---|---|---|"
-             + ("---|" if ref else "") + "---|---|---|---|---|"]
-    med = lambda xs: round(statistics.median(xs), 2) if xs else None
-    rmed = lambda xs: float(f"{statistics.median(xs):.3g}") if xs else None
+    lines = [
+        "| mode | c | " + ("tokens | " if many_lengths else "") + "target | req/s | p50 ms | p99 ms | "
+        f"TTFT p50 | TTFT p99 | +p50 ms vs {baseline} | req/s ratio vs {baseline} |"
+        + (f" req/s ratio vs {ref} |" if ref else "")
+        + " gw CPU ms/req | of which main thread | gw CPU us/SSE event | gw runq wait s | foreign CPU s |",
+        "|---|---|"
+        + ("---|" if many_lengths else "")
+        + "---|---|---|---|---|---|---|---|"
+        + ("---|" if ref else "")
+        + "---|---|---|---|---|",
+    ]
+
+    def med(xs):
+        return round(statistics.median(xs), 2) if xs else None
+
+    def rmed(xs):
+        return float(f"{statistics.median(xs):.3g}") if xs else None
+
     for cell in cells:
         by = {}  # target -> rep -> row
         for r in rows:
@@ -249,27 +293,38 @@ def summarize(rows, targets, baseline, ref):
             pairs = [(r, by.get(baseline, {}).get(r["rep"])) for r in rs]
             added = [r["lat_p50_ms"] - b["lat_p50_ms"] for r, b in pairs if b and r["lat_p50_ms"] is not None]
             ratio = [r["rps"] / b["rps"] for r, b in pairs if b and b["rps"]]
-            rref = [r["rps"] / by[ref][r["rep"]]["rps"] for r in rs
-                    if ref and r["rep"] in by.get(ref, {}) and by[ref][r["rep"]]["rps"]]
+            rref = [
+                r["rps"] / by[ref][r["rep"]]["rps"]
+                for r in rs
+                if ref and r["rep"] in by.get(ref, {}) and by[ref][r["rep"]]["rps"]
+            ]
 
             def g(k, rs=rs):
                 return med([r[k] for r in rs if r.get(k) is not None])
 
-            lines.append(f"| {'stream' if cell[0] else 'nonstream'} | {cell[1]} | "
-                         + (f"{cell[2]} | " if many_lengths else "")
-                         + f"{t} | {g('rps')} | {g('lat_p50_ms')} | {g('lat_p99_ms')} | "
-                         f"{g('ttft_p50_ms') or '-'} | {g('ttft_p99_ms') or '-'} | "
-                         f"{med(added) if t != baseline else '-'} | "
-                         f"{rmed(ratio) if t != baseline else '-'} |"
-                         + (f" {rmed(rref) if t != ref else '-'} |" if ref else "")
-                         + f" {g('cpu_ms_per_req')} | {g('loop_cpu_ms_per_req') or '-'} |"
-                         f" {g('cpu_us_per_event') or '-'} |"
-                         f" {g('gateway_runq_wait_s') or '-'} | {g('foreign_cpu_s')} |")
+            lines.append(
+                f"| {'stream' if cell[0] else 'nonstream'} | {cell[1]} | "
+                + (f"{cell[2]} | " if many_lengths else "")
+                + f"{t} | {g('rps')} | {g('lat_p50_ms')} | {g('lat_p99_ms')} | "
+                f"{g('ttft_p50_ms') or '-'} | {g('ttft_p99_ms') or '-'} | "
+                f"{med(added) if t != baseline else '-'} | "
+                f"{rmed(ratio) if t != baseline else '-'} |"
+                + (f" {rmed(rref) if t != ref else '-'} |" if ref else "")
+                + f" {g('cpu_ms_per_req')} | {g('loop_cpu_ms_per_req') or '-'} |"
+                f" {g('cpu_us_per_event') or '-'} |"
+                f" {g('gateway_runq_wait_s') or '-'} | {g('foreign_cpu_s')} |"
+            )
     if many_lengths:
-        lines += ["", ("Marginal gateway CPU per relayed SSE chunk (slope between the shortest and the longest "
-                       "stream, paired per repetition, median):"), "",
-                  "| c | target | tokens | us/chunk (marginal) | us/event (total/events, longest) |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                "Marginal gateway CPU per relayed SSE chunk (slope between the shortest and the longest "
+                "stream, paired per repetition, median):"
+            ),
+            "",
+            "| c | target | tokens | us/chunk (marginal) | us/event (total/events, longest) |",
+            "|---|---|---|---|---|",
+        ]
         for c in sorted({k[1] for k in cells if k[0]}):
             lens = sorted({k[2] for k in cells if k[0] and k[1] == c})
             if len(lens) < 2:
@@ -278,15 +333,21 @@ def summarize(rows, targets, baseline, ref):
             for t in targets:
                 rl = {r["rep"]: r for r in rows if key(r) == (True, c, lo) and r["target"] == t}
                 rh = {r["rep"]: r for r in rows if key(r) == (True, c, hi) and r["target"] == t}
-                slopes = [1000 * (rh[i]["cpu_ms_per_req"] - rl[i]["cpu_ms_per_req"])
-                          / (rh[i]["sse_events_per_req"] - rl[i]["sse_events_per_req"])
-                          for i in rh if i in rl and rh[i]["sse_events_per_req"] != rl[i]["sse_events_per_req"]]
+                slopes = [
+                    1000
+                    * (rh[i]["cpu_ms_per_req"] - rl[i]["cpu_ms_per_req"])
+                    / (rh[i]["sse_events_per_req"] - rl[i]["sse_events_per_req"])
+                    for i in rh
+                    if i in rl and rh[i]["sse_events_per_req"] != rl[i]["sse_events_per_req"]
+                ]
                 per_ev = [r["cpu_us_per_event"] for r in rh.values() if r.get("cpu_us_per_event")]
                 if slopes:
                     lines.append(f"| {c} | {t} | {lo}->{hi} | {med(slopes)} | {med(per_ev)} |")
     for r in bad:
-        lines.append(f"\nexcluded (failed run): rep {r['rep']} {'stream' if r['stream'] else 'nonstream'} "
-                     f"c={r['c']} {r['target']}: {r['ok']}/{r['n']} ok, errors {r['errors']}")
+        lines.append(
+            f"\nexcluded (failed run): rep {r['rep']} {'stream' if r['stream'] else 'nonstream'} "
+            f"c={r['c']} {r['target']}: {r['ok']}/{r['n']} ok, errors {r['errors']}"
+        )
     return "\n".join(lines)
 
 
@@ -299,14 +360,18 @@ def presets(names, log_dir):
         keys[p] = "sk-bench-1234"
         models[p] = "fake-vllm" if p == "litellm-vllm" else "fake-model"
     if litellm:
-        starts[litellm[0]] = (f"exec {shlex.quote(LITELLM_VENV)}/bin/litellm --config {HERE}/litellm_config.yaml "
-                              "--host 127.0.0.1 --port 19002 --num_workers 1")
+        starts[litellm[0]] = (
+            f"exec {shlex.quote(LITELLM_VENV)}/bin/litellm --config {HERE}/litellm_config.yaml "
+            "--host 127.0.0.1 --port 19002 --num_workers 1"
+        )
     if "nometer" in names:
         urls["nometer"] = "http://127.0.0.1:19003"
         models["nometer"] = "fake-model"
         db = os.path.join(log_dir, "nometer-ledger.db")
-        starts["nometer"] = (f"exec {shlex.quote(NOMETER_VENV)}/bin/nometer serve --backend \"$FAKE_UPSTREAM_BASE\" "
-                             f"--port 19003 --db {shlex.quote(db)}")
+        starts["nometer"] = (
+            f'exec {shlex.quote(NOMETER_VENV)}/bin/nometer serve --backend "$FAKE_UPSTREAM_BASE" '
+            f"--port 19003 --db {shlex.quote(db)}"
+        )
     return urls, starts, keys, models
 
 
@@ -316,25 +381,47 @@ def main():
     ap.add_argument("--start", action="append", default=[], metavar="NAME=CMD")
     ap.add_argument("--key", action="append", default=[], metavar="NAME=KEY")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=MODEL")
-    ap.add_argument("--n", dest="target_n", action="append", default=[], metavar="NAME=N",
-                    help="timed requests per run for one target (default: -n)")
-    ap.add_argument("--preset", action="append", default=[], choices=["nometer", "litellm", "litellm-vllm"],
-                    help="nometer: this repo's gateway; litellm: LiteLLM proxy, openai/ provider; "
-                         "litellm-vllm: same proxy, hosted_vllm/ provider")
+    ap.add_argument(
+        "--n",
+        dest="target_n",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="timed requests per run for one target (default: -n)",
+    )
+    ap.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        choices=["nometer", "litellm", "litellm-vllm"],
+        help="nometer: this repo's gateway; litellm: LiteLLM proxy, openai/ provider; "
+        "litellm-vllm: same proxy, hosted_vllm/ provider",
+    )
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--modes", nargs="+", default=["nonstream", "stream"], choices=["nonstream", "stream"])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("-n", "--requests", type=int, default=400, help="timed requests per run")
-    ap.add_argument("--max-tokens", type=int, nargs="+", default=[16],
-                    help="completion tokens = SSE content chunks; several values: a stream-length sweep "
-                         "(non-streamed runs use the first)")
+    ap.add_argument(
+        "--max-tokens",
+        type=int,
+        nargs="+",
+        default=[16],
+        help="completion tokens = SSE content chunks; several values: a stream-length sweep "
+        "(non-streamed runs use the first)",
+    )
     ap.add_argument("--upstream-port", type=int, default=19001)
-    ap.add_argument("--upstream-args", default="", help='extra fake_upstream flags, e.g. "--ttft-ms 20 --tpot-ms 5"')
+    ap.add_argument(
+        "--upstream-args", default="", help='extra fake_upstream flags, e.g. "--ttft-ms 20 --tpot-ms 5"'
+    )
     ap.add_argument("--gateway-cpus", default="0")
     ap.add_argument("--client-cpus", default="1", help="load.py and fake_upstream")
     ap.add_argument("--no-pin", action="store_true")
-    ap.add_argument("--quiet-wait", type=float, default=15,
-                    help="before each run wait up to this many s for the machine to be quiet (0: off)")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=15,
+        help="before each run wait up to this many s for the machine to be quiet (0: off)",
+    )
     ap.add_argument("--quiet-cores", type=float, default=0.25, help="'quiet' = fewer busy cores than this")
     ap.add_argument("--startup-timeout", type=float, default=180)
     ap.add_argument("--baseline", default="direct")
@@ -370,13 +457,25 @@ def main():
     target_n = {k: int(v) for k, v in kv(a.target_n).items()}
     targets = list(urls)
 
-    env = dict(os.environ, FAKE_UPSTREAM_BASE=f"{urls['direct']}/v1", BENCH_PY=PY, BENCH_LOG_DIR=log_dir,
-               LITELLM_MASTER_KEY="sk-bench-1234", LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    env = dict(
+        os.environ,
+        FAKE_UPSTREAM_BASE=f"{urls['direct']}/v1",
+        BENCH_PY=PY,
+        BENCH_LOG_DIR=log_dir,
+        LITELLM_MASTER_KEY="sk-bench-1234",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_LOG="ERROR",
+    )
 
     procs, pids, meta = {}, {}, {}
     try:
-        procs["upstream"] = start("upstream", f"exec {shlex.quote(PY)} {HERE}/fake_upstream.py --port "
-                                  f"{a.upstream_port} {a.upstream_args}", a.client_cpus, env, log_dir)
+        procs["upstream"] = start(
+            "upstream",
+            f"exec {shlex.quote(PY)} {HERE}/fake_upstream.py --port {a.upstream_port} {a.upstream_args}",
+            a.client_cpus,
+            env,
+            log_dir,
+        )
         wait_healthy(urls["direct"], None, procs["upstream"], 30)
         pids["upstream"] = procs["upstream"].pid
         for name, cmd in starts.items():
@@ -385,8 +484,11 @@ def main():
             cpu_up = tree_cpu_s(procs[name].pid)
             pids[name] = procs[name].pid
             time.sleep(3)
-            meta[name] = {"startup_to_healthy_s": round(t_up, 2), "startup_cpu_s": round(cpu_up, 2),
-                          "idle_rss_mb": tree_rss_mb(procs[name].pid)}
+            meta[name] = {
+                "startup_to_healthy_s": round(t_up, 2),
+                "startup_cpu_s": round(cpu_up, 2),
+                "idle_rss_mb": tree_rss_mb(procs[name].pid),
+            }
         for t in targets:  # a second LiteLLM preset (or any target without its own process) shares one
             if t not in pids and t != "direct":
                 owner = next((s for s in starts if urls[s] == urls[t]), None)
@@ -397,35 +499,49 @@ def main():
         plan = []  # (mode, c, max_tokens): non-streamed runs use one length, streams sweep them all
         for mode in a.modes:
             for c in a.concurrency:
-                for mt in (a.max_tokens if mode == "stream" else a.max_tokens[:1]):
+                for mt in a.max_tokens if mode == "stream" else a.max_tokens[:1]:
                     plan.append((mode, c, mt))
         rows = []
         with open(out, "w") as f:
             f.write(json.dumps({"meta": meta, "args": vars(a), "targets": urls, "models": models}) + "\n")
             for rep in range(a.reps):
                 for mode, c, mt in plan:
-                    order = targets[rep % len(targets):] + targets[:rep % len(targets)]
+                    order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
                     for t in order:
                         owner = next((s for s in starts if pids.get(t) == procs[s].pid), None)
                         if owner and procs[owner].poll() is not None:  # died (or was killed by someone else)
-                            print(f"# {owner} exited ({procs[owner].returncode}): restarting", file=sys.stderr)
+                            print(
+                                f"# {owner} exited ({procs[owner].returncode}): restarting", file=sys.stderr
+                            )
                             procs[owner] = start(owner, starts[owner], a.gateway_cpus, env, log_dir)
                             wait_healthy(urls[owner], keys.get(owner), procs[owner], a.startup_timeout)
                             meta[owner]["restarts"] = meta[owner].get("restarts", 0) + 1
                             for k in list(pids):
                                 if pids[k] == pids[owner] and k != "upstream":
                                     pids[k] = procs[owner].pid
-                        r = run_load(a, t, urls[t], keys.get(t), models.get(t, "fake-model"),
-                                     mode == "stream", c, {k: v for k, v in pids.items() if k in ("upstream", t)},
-                                     target_n.get(t, a.requests), mt)
+                        r = run_load(
+                            a,
+                            t,
+                            urls[t],
+                            keys.get(t),
+                            models.get(t, "fake-model"),
+                            mode == "stream",
+                            c,
+                            {k: v for k, v in pids.items() if k in ("upstream", t)},
+                            target_n.get(t, a.requests),
+                            mt,
+                        )
                         r["rep"] = rep
                         rows.append(r)
                         f.write(json.dumps(r) + "\n")
                         f.flush()
-                        print(f"rep{rep} {mode:9} c={c:<3} tok={mt:<4} {t:14} rps={r['rps']:<8} "
-                              f"p50={r['lat_p50_ms']} p99={r['lat_p99_ms']} ttft50={r.get('ttft_p50_ms')} "
-                              f"cpu/req={r['cpu_ms_per_req']}ms err={r['errors']} "
-                              f"foreign={r['foreign_cpu_s']}s", file=sys.stderr)
+                        print(
+                            f"rep{rep} {mode:9} c={c:<3} tok={mt:<4} {t:14} rps={r['rps']:<8} "
+                            f"p50={r['lat_p50_ms']} p99={r['lat_p99_ms']} ttft50={r.get('ttft_p50_ms')} "
+                            f"cpu/req={r['cpu_ms_per_req']}ms err={r['errors']} "
+                            f"foreign={r['foreign_cpu_s']}s",
+                            file=sys.stderr,
+                        )
             for name in starts:
                 meta[name]["rss_after_load_mb"] = tree_rss_mb(procs[name].pid)
             f.write(json.dumps({"meta_end": meta}) + "\n")

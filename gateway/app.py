@@ -78,17 +78,27 @@ def build_runtime(settings: Settings) -> Runtime:
     store: Store = open_store(settings.ledger.path, settings.ledger.url)
     prices = price_store(settings)
     meter = build_meter(settings, prices)
-    recorder = Recorder(store, settings.ledger, make_finalizer(_estimate_tokens, meter),
-                        access_log=settings.server.access_log,
-                        pool=MeterPool(settings, meter.table.id) if settings.ledger.meter_process else None)
+    recorder = Recorder(
+        store,
+        settings.ledger,
+        make_finalizer(_estimate_tokens, meter),
+        access_log=settings.server.access_log,
+        pool=MeterPool(settings, meter.table.id) if settings.ledger.meter_process else None,
+    )
     governance = Governance(settings, router, pool, meter.table)
     proxy = Proxy(router, pool, recorder.record, settings, governance.gate)
     log_dir = Path(settings.ledger.path).resolve().parent / "logs"
     managed = [ManagedServer(m, log_dir) for m in settings.managed]
     rt = Runtime(settings, router, pool, store, recorder, proxy, managed, meter, prices)
     rt.governance = governance
-    rt.metrics = Metrics(lambda: {"inflight": proxy.inflight, "queue_depth": recorder.depth,
-                                  "dropped": recorder.dropped, "backends": router.backends})
+    rt.metrics = Metrics(
+        lambda: {
+            "inflight": proxy.inflight,
+            "queue_depth": recorder.depth,
+            "dropped": recorder.dropped,
+            "backends": router.backends,
+        }
+    )
     recorder.listeners.append(rt.metrics.observe)
     return rt
 
@@ -104,14 +114,20 @@ def _http_error(request: Request, exc: Exception) -> Response:
     if cls is not None:
         err = cls(f"{request.method} {request.url.path}: {exc.detail}")
         return _gateway_error(request, err)
-    return Response(errors.error_body(str(exc.detail), "invalid_request_error", None), status_code=exc.status_code,
-                    media_type="application/json")
+    return Response(
+        errors.error_body(str(exc.detail), "invalid_request_error", None),
+        status_code=exc.status_code,
+        media_type="application/json",
+    )
 
 
 def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return Response(errors.error_body("internal error in the gateway", "server_error", "internal_error"),
-                    status_code=500, media_type="application/json")
+    return Response(
+        errors.error_body("internal error in the gateway", "server_error", "internal_error"),
+        status_code=500,
+        media_type="application/json",
+    )
 
 
 class NometerApp:
@@ -128,7 +144,11 @@ class NometerApp:
         self.auth = runtime.governance.auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope["path"].startswith("/v1/nometer/"):
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope["path"].startswith("/v1/nometer/")
+        ):
             await self.proxy(scope, receive, send)
         else:
             if scope["type"] == "http" and scope["path"].startswith("/v1/"):
@@ -146,6 +166,7 @@ class NometerApp:
 def _on_sighup(gov: Governance) -> None:
     """SIGHUP reloads the policy (only where signals can be handled: the main thread)."""
     loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()  # a reference per task, so none is collected mid-run
 
     def reload() -> None:
         async def run() -> None:
@@ -154,7 +175,9 @@ def _on_sighup(gov: Governance) -> None:
             except (ValueError, OSError) as exc:
                 log.error("policy NOT reloaded (the running policy stays): %s", exc)
 
-        loop.create_task(run())
+        task = loop.create_task(run())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     try:
         loop.add_signal_handler(signal.SIGHUP, reload)
@@ -181,8 +204,12 @@ def create_app(settings: Settings) -> NometerApp:
         if settings.meter.box.nvml and local and (reader := nvml_reader()) is not None:
             sampler = EnergySampler(local, reader)
             sampler.start()
-        log.info("nometer ready on %s:%d; backends: %s", settings.server.host, settings.server.port,
-                 ", ".join(f"{b.name}({'up' if b.healthy else 'down'})" for b in rt.router.backends) or "none")
+        log.info(
+            "nometer ready on %s:%d; backends: %s",
+            settings.server.host,
+            settings.server.port,
+            ", ".join(f"{b.name}({'up' if b.healthy else 'down'})" for b in rt.router.backends) or "none",
+        )
         try:
             yield
         finally:
@@ -195,11 +222,18 @@ def create_app(settings: Settings) -> NometerApp:
             assert rt.governance is not None
             await rt.governance.stop()
             await rt.store.close()
-            log.info("nometer stopped; ledger: %d written, %d dropped", rt.recorder.written, rt.recorder.dropped)
+            log.info(
+                "nometer stopped; ledger: %d written, %d dropped", rt.recorder.written, rt.recorder.dropped
+            )
 
-    control = Starlette(routes=[*core.routes, *meter.routes, *admin.routes, *dashboard.routes],
-                        lifespan=lifespan, exception_handlers={
-        errors.GatewayError: _gateway_error, HTTPException: _http_error, Exception: _server_error,
-    })
+    control = Starlette(
+        routes=[*core.routes, *meter.routes, *admin.routes, *dashboard.routes],
+        lifespan=lifespan,
+        exception_handlers={
+            errors.GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
     control.state.runtime = rt
     return NometerApp(rt, control)

@@ -110,6 +110,7 @@ class HostedFailed(GatewayError):
 
 # -- policy refusals: recorded in the ledger (outcome "refused") with the caller's team ----------
 
+
 class Refusal(GatewayError):
     """Base of refusals decided by team policy, after the caller was identified."""
 

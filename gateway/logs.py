@@ -24,12 +24,25 @@ ACCESS = logging.getLogger("nometer.access")
 
 # ledger column -> access-log field (in this order)
 _ACCESS_FIELDS = (
-    ("request_id", "request_id"), ("endpoint", "endpoint"), ("requested_model", "model"),
-    ("served_model", "served_model"), ("backend", "backend"), ("route", "route"), ("status", "status"),
-    ("outcome", "outcome"), ("stream", "stream"), ("latency_ms", "latency_ms"), ("ttft_ms", "ttft_ms"),
-    ("prompt_tokens", "prompt_tokens"), ("completion_tokens", "completion_tokens"),
-    ("usage_source", "usage_source"), ("team", "team"), ("key_id", "key_id"), ("tag", "tag"),
-    ("fallback_cause", "fallback_cause"), ("error", "error"),
+    ("request_id", "request_id"),
+    ("endpoint", "endpoint"),
+    ("requested_model", "model"),
+    ("served_model", "served_model"),
+    ("backend", "backend"),
+    ("route", "route"),
+    ("status", "status"),
+    ("outcome", "outcome"),
+    ("stream", "stream"),
+    ("latency_ms", "latency_ms"),
+    ("ttft_ms", "ttft_ms"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("completion_tokens", "completion_tokens"),
+    ("usage_source", "usage_source"),
+    ("team", "team"),
+    ("key_id", "key_id"),
+    ("tag", "tag"),
+    ("fallback_cause", "fallback_cause"),
+    ("error", "error"),
 )
 
 
@@ -91,5 +104,10 @@ def access(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
             extra["stream"] = bool(extra["stream"])
         if ts is not None and row[ts] is not None:
             extra["started"] = _iso(row[ts])
-        ACCESS.info("%s %s %s", extra.get("endpoint", "-"), extra.get("status", "-"), extra.get("outcome", "-"),
-                    extra=extra)
+        ACCESS.info(
+            "%s %s %s",
+            extra.get("endpoint", "-"),
+            extra.get("status", "-"),
+            extra.get("outcome", "-"),
+            extra=extra,
+        )

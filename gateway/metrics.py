@@ -32,8 +32,12 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series o
 _E = {c: i for i, c in enumerate(EVENT_COLUMNS)}
 _S = {c: i for i, c in enumerate(SHADOW_COLUMNS)}
 PICO = Decimal(10) ** 12
-_OPERATION = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion",
-              "/v1/embeddings": "embeddings", "/v1/responses": "chat"}
+_OPERATION = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "text_completion",
+    "/v1/embeddings": "embeddings",
+    "/v1/responses": "chat",
+}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 
@@ -44,15 +48,23 @@ class _Live(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         s = self._read()
-        yield GaugeMetricFamily("nometer_inflight_requests", "Requests being proxied now", value=s["inflight"])
-        yield GaugeMetricFamily("nometer_ledger_queue_depth", "Usage events waiting to be written",
-                                value=s["queue_depth"])
-        yield GaugeMetricFamily("nometer_ledger_dropped_events", "Usage events dropped (queue full or store down)",
-                                value=s["dropped"])
-        healthy = GaugeMetricFamily("nometer_backend_healthy", "1 if the backend passes health checks",
-                                    labels=["backend"])
-        outstanding = GaugeMetricFamily("nometer_backend_outstanding_requests", "In-flight requests per backend",
-                                        labels=["backend"])
+        yield GaugeMetricFamily(
+            "nometer_inflight_requests", "Requests being proxied now", value=s["inflight"]
+        )
+        yield GaugeMetricFamily(
+            "nometer_ledger_queue_depth", "Usage events waiting to be written", value=s["queue_depth"]
+        )
+        yield GaugeMetricFamily(
+            "nometer_ledger_dropped_events",
+            "Usage events dropped (queue full or store down)",
+            value=s["dropped"],
+        )
+        healthy = GaugeMetricFamily(
+            "nometer_backend_healthy", "1 if the backend passes health checks", labels=["backend"]
+        )
+        outstanding = GaugeMetricFamily(
+            "nometer_backend_outstanding_requests", "In-flight requests per backend", labels=["backend"]
+        )
         for b in s["backends"]:
             healthy.add_metric([b.name], 1.0 if b.healthy else 0.0)
             outstanding.add_metric([b.name], float(b.outstanding))
@@ -64,27 +76,59 @@ class Metrics:
     def __init__(self, live: Callable[[], dict[str, Any]]):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("nometer_requests", "Requests that reached routing, by outcome",
-                                ["model", "team", "backend", "route", "outcome"], registry=r)
-        self.duration = Histogram("gen_ai_client_operation_duration_seconds", "Request duration through nometer",
-                                  ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model", "team"],
-                                  buckets=_LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("gen_ai_server_time_to_first_token_seconds", "Time to the first body byte",
-                              ["gen_ai_operation_name", "gen_ai_response_model"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.token_usage = Histogram("gen_ai_client_token_usage", "Tokens per request (local counts)",
-                                     ["gen_ai_operation_name", "gen_ai_response_model", "gen_ai_token_type"],
-                                     buckets=_TOKEN_BUCKETS, registry=r)
+        self.requests = Counter(
+            "nometer_requests",
+            "Requests that reached routing, by outcome",
+            ["model", "team", "backend", "route", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "Request duration through nometer",
+            ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model", "team"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first body byte",
+            ["gen_ai_operation_name", "gen_ai_response_model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per request (local counts)",
+            ["gen_ai_operation_name", "gen_ai_response_model", "gen_ai_token_type"],
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter("nometer_tokens", "Local tokens", ["model", "team", "type"], registry=r)
-        self.cloud = Counter("nometer_cloud_equivalent_cost_usd", "What the reference cloud model would have billed",
-                             ["model", "team", "reference"], registry=r)
+        self.cloud = Counter(
+            "nometer_cloud_equivalent_cost_usd",
+            "What the reference cloud model would have billed",
+            ["model", "team", "reference"],
+            registry=r,
+        )
         # a gauge, not a counter: a request can cost more here than in the cloud (negative savings)
-        self.savings = Gauge("nometer_savings_usd", "Net savings since start: cloud-equivalent cost minus local cost",
-                               ["model", "team", "reference"], registry=r)
-        self.local = Counter("nometer_local_cost_usd", "Local cost (energy, hardware write-off)",
-                             ["model", "team", "kind"], registry=r)
-        self.hosted = Counter("nometer_hosted_spend_usd", "Spend on hosted fallback", ["model", "team", "cause"],
-                              registry=r)
-        self.written = Counter("nometer_ledger_written_events", "Usage events written to the ledger", registry=r)
+        self.savings = Gauge(
+            "nometer_savings_usd",
+            "Net savings since start: cloud-equivalent cost minus local cost",
+            ["model", "team", "reference"],
+            registry=r,
+        )
+        self.local = Counter(
+            "nometer_local_cost_usd",
+            "Local cost (energy, hardware write-off)",
+            ["model", "team", "kind"],
+            registry=r,
+        )
+        self.hosted = Counter(
+            "nometer_hosted_spend_usd", "Spend on hosted fallback", ["model", "team", "cause"], registry=r
+        )
+        self.written = Counter(
+            "nometer_ledger_written_events", "Usage events written to the ledger", registry=r
+        )
         r.register(_Live(live))
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -104,9 +148,13 @@ class Metrics:
             team = row[_E["team"]] or ""
             teams[row[_E["uid"]]] = (model, team)
             op = _OPERATION.get(row[_E["endpoint"]], "other")
-            self._child(self.requests, model, team, row[_E["backend"]] or "", row[_E["route"]], row[_E["outcome"]]).inc()
+            self._child(
+                self.requests, model, team, row[_E["backend"]] or "", row[_E["route"]], row[_E["outcome"]]
+            ).inc()
             if row[_E["latency_ms"]] is not None:
-                self._child(self.duration, op, row[_E["requested_model"]] or "", model, team).observe(row[_E["latency_ms"]] / 1000)
+                self._child(self.duration, op, row[_E["requested_model"]] or "", model, team).observe(
+                    row[_E["latency_ms"]] / 1000
+                )
             if row[_E["ttft_ms"]] is not None and row[_E["stream"]]:
                 self._child(self.ttft, op, model).observe(row[_E["ttft_ms"]] / 1000)
             for kind, col in (("input", "prompt_tokens"), ("output", "completion_tokens")):
@@ -119,7 +167,8 @@ class Metrics:
                     self._child(self.local, model, team, kind).inc(float(Decimal(row[_E[col]]) / PICO))
             if row[_E["hosted_cost_pusd"]]:
                 self._child(self.hosted, model, team, row[_E["fallback_cause"]] or "").inc(
-                    float(Decimal(row[_E["hosted_cost_pusd"]]) / PICO))
+                    float(Decimal(row[_E["hosted_cost_pusd"]]) / PICO)
+                )
         for s in batch.shadows:
             model, team = teams.get(s[_S["event_uid"]], ("", ""))
             if s[_S["cloud_pusd"]] is not None:

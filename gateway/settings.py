@@ -121,7 +121,12 @@ class MeterSettings(_Frozen):
 # -- teams, keys and policy (see docs/policy.md) -----------------------------------------------
 
 FallbackCause = Literal["unavailable", "overloaded", "model_missing", "context_too_long"]
-FALLBACK_CAUSES: tuple[FallbackCause, ...] = ("unavailable", "overloaded", "model_missing", "context_too_long")
+FALLBACK_CAUSES: tuple[FallbackCause, ...] = (
+    "unavailable",
+    "overloaded",
+    "model_missing",
+    "context_too_long",
+)
 
 
 class AuthSettings(_Frozen):
@@ -228,8 +233,11 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    shortcuts = {"NOMETER_HOST": ("server", "host"), "NOMETER_PORT": ("server", "port"),
-                 "NOMETER_DB": ("ledger", "path")}
+    shortcuts = {
+        "NOMETER_HOST": ("server", "host"),
+        "NOMETER_PORT": ("server", "port"),
+        "NOMETER_DB": ("ledger", "path"),
+    }
     for var, (section, key) in shortcuts.items():
         if var in env:
             layer.setdefault(section, {})[key] = env[var]
@@ -238,7 +246,7 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     for var, raw in env.items():
         if not var.startswith("NOMETER_") or "__" not in var:
             continue
-        path = [p.lower() for p in var[len("NOMETER_"):].split("__")]
+        path = [p.lower() for p in var[len("NOMETER_") :].split("__")]
         node = layer
         for p in path[:-1]:
             node = node.setdefault(p, {})
@@ -246,8 +254,12 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     return layer
 
 
-def load_settings(config: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> Settings:
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
     """Build the settings from every layer; later layers win. Raises ValueError on bad config."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -261,8 +273,11 @@ def load_settings(config: str | os.PathLike[str] | None = None, *, env: Mapping[
     if overrides:
         data = _deep_merge(data, overrides)
     settings = Settings.model_validate(data)
-    settings._origin = (str(path) if path else None, None if env is os.environ else dict(env),
-                        dict(overrides) if overrides else None)
+    settings._origin = (
+        str(path) if path else None,
+        None if env is os.environ else dict(env),
+        dict(overrides) if overrides else None,
+    )
     return settings
 
 

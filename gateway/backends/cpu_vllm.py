@@ -37,9 +37,12 @@ MODEL_TIMEOUT_S = 600.0
 IMPORT_TIMEOUT_S = 300.0
 SERVE_ARGS: tuple[str, ...] = (
     "--enforce-eager",  # torch.compile would add 20-60 s to every start
-    "--max-model-len", "2048",
-    "--kv-cache-memory-bytes", str(256 * 2**20),  # vLLM's CPU default is 4 GiB
-    "--dtype", "bfloat16",
+    "--max-model-len",
+    "2048",
+    "--kv-cache-memory-bytes",
+    str(256 * 2**20),  # vLLM's CPU default is 4 GiB
+    "--dtype",
+    "bfloat16",
 )
 
 
@@ -75,7 +78,9 @@ def _cache_lock(timeout: float = INSTALL_TIMEOUT_S + MODEL_TIMEOUT_S) -> Iterato
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise VllmError(f"{cache_root()}: another build held the lock for {timeout:.0f}s")
+                    raise VllmError(
+                        f"{cache_root()}: another build held the lock for {timeout:.0f}s"
+                    ) from None
                 time.sleep(1)  # flock has no timed wait
         try:
             yield
@@ -122,7 +127,9 @@ def _imports_vllm(python: Path) -> bool:
     try:
         done = subprocess.run(
             [str(python), "-c", "import torch, transformers, vllm"],
-            capture_output=True, timeout=IMPORT_TIMEOUT_S, check=False,
+            capture_output=True,
+            timeout=IMPORT_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False

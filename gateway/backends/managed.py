@@ -23,8 +23,20 @@ log = logging.getLogger("nometer.managed")
 def command(m: ManagedSettings) -> list[str]:
     python = m.python or str(DEFAULT_CACHE / "vllm-venv" / "bin" / "python")
     served = m.served_name or Path(m.model).name
-    return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", m.model,
-            "--served-model-name", served, "--host", "127.0.0.1", "--port", str(m.port), *m.args]
+    return [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        m.model,
+        "--served-model-name",
+        served,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(m.port),
+        *m.args,
+    ]
 
 
 class ManagedServer:
@@ -41,11 +53,16 @@ class ManagedServer:
         env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # it would override --kv-cache-memory-bytes
         env.update(self.settings.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        logf = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - a local file, handed to the child
+        logf = open(self.log_path, "ab")
         try:
-            proc = await asyncio.create_subprocess_exec(*command(self.settings), stdout=logf, stderr=logf,
-                                                        stdin=asyncio.subprocess.DEVNULL, env=env,
-                                                        start_new_session=True)
+            proc = await asyncio.create_subprocess_exec(
+                *command(self.settings),
+                stdout=logf,
+                stderr=logf,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         finally:
             logf.close()
         log.info("started vLLM on port %d (pid %d, log %s)", self.settings.port, proc.pid, self.log_path)
@@ -66,8 +83,14 @@ class ManagedServer:
             if lived > 60:
                 backoff = 1.0
             self.restarts += 1
-            log.error("vLLM on port %d exited with %s after %.0fs; restarting in %.0fs (see %s)",
-                      self.settings.port, code, lived, backoff, self.log_path)
+            log.error(
+                "vLLM on port %d exited with %s after %.0fs; restarting in %.0fs (see %s)",
+                self.settings.port,
+                code,
+                lived,
+                backoff,
+                self.log_path,
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.max_backoff_s)
 
@@ -91,4 +114,3 @@ class ManagedServer:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-

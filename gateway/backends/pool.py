@@ -28,12 +28,20 @@ def build_backends(settings: Settings) -> list[Backend]:
         key = os.environ.get(b.api_key_env) if b.api_key_env else None
         name = b.name or f"backend-{i}"
         up = OpenAICompatUpstream(CompatConfig(b.url, name, key, t.connect_s, t.read_s))
-        out.append(Backend(name=name, upstream=up, static_models=b.models,
-                           models=frozenset(b.models or ()),
-                           local=urlsplit(b.url).hostname in ("127.0.0.1", "localhost", "::1")))
+        out.append(
+            Backend(
+                name=name,
+                upstream=up,
+                static_models=b.models,
+                models=frozenset(b.models or ()),
+                local=urlsplit(b.url).hostname in ("127.0.0.1", "localhost", "::1"),
+            )
+        )
     for m in settings.managed:
         name = f"managed-{m.port}"
-        up = OpenAICompatUpstream(CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s))
+        up = OpenAICompatUpstream(
+            CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s)
+        )
         out.append(Backend(name=name, upstream=up, managed=True, local=True))
     return out
 
@@ -59,8 +67,11 @@ class BackendPool:
                 listing = await up.get_json("/v1/models", self._health_s)
                 data = listing.get("data", []) if isinstance(listing, dict) else []
                 models = frozenset(str(m["id"]) for m in data if isinstance(m, dict) and "id" in m)
-                backend.max_model_len = {str(m["id"]): int(m["max_model_len"]) for m in data
-                                         if isinstance(m, dict) and isinstance(m.get("max_model_len"), int)}
+                backend.max_model_len = {
+                    str(m["id"]): int(m["max_model_len"])
+                    for m in data
+                    if isinstance(m, dict) and isinstance(m.get("max_model_len"), int)
+                }
                 if models != backend.models:
                     backend.models = models
                     self.router.rebuild()

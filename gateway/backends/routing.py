@@ -43,12 +43,16 @@ class Router:
             if served not in self._by_model:
                 raise ModelNotFound(
                     f"The model `{model}` is an alias of `{served}`, which no backend serves. "
-                    f"Available: {', '.join(self.model_names()) or 'none'}.", param="model")
+                    f"Available: {', '.join(self.model_names()) or 'none'}.",
+                    param="model",
+                )
             return Route(model, served, True)
         if model not in self._by_model:
             raise ModelNotFound(
                 f"The model `{model}` does not exist or is not served here. "
-                f"Available: {', '.join(self.model_names()) or 'none'}.", param="model")
+                f"Available: {', '.join(self.model_names()) or 'none'}.",
+                param="model",
+            )
         return Route(model, model, False)
 
     def pick(self, served: str, exclude: frozenset[Backend] | set[Backend] = frozenset()) -> Backend:
@@ -64,8 +68,9 @@ class Router:
                     best = b
         if best is None:
             reasons = "; ".join(f"{b.name}: {b.last_error or 'unhealthy'}" for b in candidates) or "none"
-            raise NoHealthyBackend(f"No healthy backend serves `{served}` right now ({reasons}).",
-                                   headers={"retry-after": "5"})
+            raise NoHealthyBackend(
+                f"No healthy backend serves `{served}` right now ({reasons}).", headers={"retry-after": "5"}
+            )
         return best
 
     def model_names(self) -> list[str]:

@@ -43,8 +43,9 @@ def _show(rec: KeyRecord, secret: str | None, fmt: str) -> None:
         return
     if secret:
         sys.stdout.write(f"{secret}\n")
-        sys.stderr.write(f"key {rec.key_id} (team {rec.team}, name {rec.name}): store it now, "
-                         "it is not shown again\n")
+        sys.stderr.write(
+            f"key {rec.key_id} (team {rec.team}, name {rec.name}): store it now, it is not shown again\n"
+        )
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -60,12 +61,21 @@ def _list(args: argparse.Namespace) -> int:
             _show(k, None, "json")
         return 0
     cols = ("key_id", "team", "name", "prefix", "created", "state")
-    rows = [(k.key_id, k.team, k.name, k.prefix + "...", time.strftime("%Y-%m-%d %H:%M", time.localtime(k.created)),
-             _state(k)) for k in keys]
+    rows = [
+        (
+            k.key_id,
+            k.team,
+            k.name,
+            k.prefix + "...",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(k.created)),
+            _state(k),
+        )
+        for k in keys
+    ]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
+    sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=False)).rstrip() + "\n")
     for r in rows:
-        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)).rstrip() + "\n")
     return 0
 
 

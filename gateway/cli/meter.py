@@ -51,10 +51,14 @@ def _report(args: argparse.Namespace) -> int:
     progress("")
     primary = compare[0] if compare else (settings.meter.references[0] if settings.meter.references else None)
     hw = settings.meter.box.hardware_usd
-    data = build(q, results, hardware_usd=hw, primary=primary, now=time.time(),
-                 order=settings.meter.references)
-    out = {"json": lambda d: orjson.dumps(d, option=orjson.OPT_INDENT_2).decode() + "\n",
-           "csv": to_csv, "table": to_table}[args.format](data)
+    data = build(
+        q, results, hardware_usd=hw, primary=primary, now=time.time(), order=settings.meter.references
+    )
+    out = {
+        "json": lambda d: orjson.dumps(d, option=orjson.OPT_INDENT_2).decode() + "\n",
+        "csv": to_csv,
+        "table": to_table,
+    }[args.format](data)
     sys.stdout.write(out)
     return 0
 
@@ -67,8 +71,9 @@ def _verify(args: argparse.Namespace) -> int:
     lo, hi = _period(args)
     where, params = ReportQuery(since=lo, until=hi).where(reader.placeholder)
     progress("reading the ledger")
-    events = reader.fetch(f"SELECT * FROM usage_events e WHERE {where} AND e.price_table_id IS NOT NULL ORDER BY e.id",
-                          params)
+    events = reader.fetch(
+        f"SELECT * FROM usage_events e WHERE {where} AND e.price_table_id IS NOT NULL ORDER BY e.id", params
+    )
     bad = 0
     for i, ev in enumerate(events, 1):
         shadows = reader.fetch(receipts.SHADOW_SQL.format(p=reader.param(1)), [ev["uid"]])
@@ -80,8 +85,10 @@ def _verify(args: argparse.Namespace) -> int:
             progress(f"verified {i}/{len(events)}")
     reader.close()
     progress("")
-    print(f"{len(events) - bad} of {len(events)} receipts recomputed identically"
-          + (f"; {bad} MISMATCHED" if bad else ""))
+    print(
+        f"{len(events) - bad} of {len(events)} receipts recomputed identically"
+        + (f"; {bad} MISMATCHED" if bad else "")
+    )
     return 1 if bad else 0
 
 
@@ -97,8 +104,10 @@ def _prices_cmd(args: argparse.Namespace) -> int:
             table_id = store.install(Path(args.source))
         except (OSError, PriceTableError, ValueError) as exc:
             raise SystemExit(f"nometer: cannot install {args.source}: {exc}") from None
-        print(f"installed price table {table_id} into {store.directory}; new requests use it after a restart "
-              "(old receipts keep their own table)")
+        print(
+            f"installed price table {table_id} into {store.directory}; new requests use it after a restart "
+            "(old receipts keep their own table)"
+        )
     else:
         current = store.current()
         print(f"current: {current.id} ({len(current.models)} models, from {current.source})")

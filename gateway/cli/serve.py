@@ -29,11 +29,15 @@ def serve(args: argparse.Namespace) -> int:
     if args.managed_model:
         from gateway.backends.cpu_vllm import SERVE_ARGS
 
-        overrides["managed"] = [{
-            "model": args.managed_model, "port": args.managed_port, "python": args.managed_python,
-            "served_name": args.managed_name,
-            "args": list(SERVE_ARGS) if args.managed_cpu_defaults else [],
-        }]
+        overrides["managed"] = [
+            {
+                "model": args.managed_model,
+                "port": args.managed_port,
+                "python": args.managed_python,
+                "served_name": args.managed_name,
+                "args": list(SERVE_ARGS) if args.managed_cpu_defaults else [],
+            }
+        ]
     try:
         settings = load_settings(args.config, overrides=overrides)
     except (ValueError, OSError) as exc:
@@ -45,7 +49,17 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. auth mode open on a public address
         print(f"nometer: refusing to start: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
-                loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None,
-                server_header=False, proxy_headers=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
     return 0

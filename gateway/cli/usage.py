@@ -10,8 +10,21 @@ import orjson
 
 from gateway.ledger.reader import open_reader
 
-_TABLE_COLS = ("ts", "request_id", "requested_model", "served_model", "outcome", "status", "stream",
-               "prompt_tokens", "completion_tokens", "usage_source", "latency_ms", "team", "tag")
+_TABLE_COLS = (
+    "ts",
+    "request_id",
+    "requested_model",
+    "served_model",
+    "outcome",
+    "status",
+    "stream",
+    "prompt_tokens",
+    "completion_tokens",
+    "usage_source",
+    "latency_ms",
+    "team",
+    "tag",
+)
 
 
 def ledger_arg(args: argparse.Namespace) -> str:
@@ -27,10 +40,13 @@ def ledger_arg(args: argparse.Namespace) -> str:
 def _usage(args: argparse.Namespace) -> int:
     reader = open_reader(ledger_arg(args))
     progress("reading the ledger")
-    rows = reader.fetch(f"SELECT * FROM usage_events ORDER BY id DESC LIMIT {reader.param(1)}", [args.limit])[::-1]
+    rows = reader.fetch(f"SELECT * FROM usage_events ORDER BY id DESC LIMIT {reader.param(1)}", [args.limit])[
+        ::-1
+    ]
     totals = reader.fetch(
         "SELECT COUNT(*) AS requests, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens, "
-        "COALESCE(SUM(completion_tokens),0) AS completion_tokens FROM usage_events")[0]
+        "COALESCE(SUM(completion_tokens),0) AS completion_tokens FROM usage_events"
+    )[0]
     reader.close()
     progress("")
     out = sys.stdout
@@ -39,8 +55,10 @@ def _usage(args: argparse.Namespace) -> int:
             out.write(orjson.dumps(r).decode() + "\n")
         return 0
     _print_table(rows, _TABLE_COLS, out)
-    out.write(f"\n{totals['requests']} requests in the ledger; {totals['prompt_tokens']} prompt tokens, "
-              f"{totals['completion_tokens']} completion tokens\n")
+    out.write(
+        f"\n{totals['requests']} requests in the ledger; {totals['prompt_tokens']} prompt tokens, "
+        f"{totals['completion_tokens']} completion tokens\n"
+    )
     return 0
 
 
@@ -56,6 +74,7 @@ def _fmt(v: Any, col: str) -> str:
         return "-"
     if col == "ts":
         import time
+
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))
     if isinstance(v, float):
         return f"{v:.1f}"
@@ -65,9 +84,9 @@ def _fmt(v: Any, col: str) -> str:
 def _print_table(rows: list[dict[str, Any]], cols: tuple[str, ...], out: Any) -> None:
     cells = [[_fmt(r.get(c), c) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
+    out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=False)).rstrip() + "\n")
     for row in cells:
-        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip() + "\n")
 
 
 def register(sub: Any) -> None:

@@ -61,13 +61,24 @@ def build_targets(book: PolicyBook, table: PriceTable) -> dict[str, Priced]:
             key = os.environ.get(cfg.api_key_env)
             if key is None:
                 log.warning("hosted model %s: env var %s is not set", name, cfg.api_key_env)
-        target = HostedTarget(name, cfg.api_base if cfg else None, key, cfg.api_version if cfg else None,
-                              cfg.timeout_s if cfg else 600.0, dict(cfg.params) if cfg else {})
+        target = HostedTarget(
+            name,
+            cfg.api_base if cfg else None,
+            key,
+            cfg.api_version if cfg else None,
+            cfg.timeout_s if cfg else 600.0,
+            dict(cfg.params) if cfg else {},
+        )
         price_key = (cfg.price_as if cfg and cfg.price_as else None) or name
         out[name] = Priced(target, price_key, table.lookup(price_key))
         if out[name].price is None:
-            log.warning("hosted model %s (priced as %s) is not in price table %s: its spend is unpriced and "
-                        "teams with a budget cannot use it", name, price_key, table.id)
+            log.warning(
+                "hosted model %s (priced as %s) is not in price table %s: its spend is unpriced and "
+                "teams with a budget cannot use it",
+                name,
+                price_key,
+                table.id,
+            )
     return out
 
 
@@ -100,8 +111,9 @@ class HostedPath:
     def swap(self, book: PolicyBook) -> None:
         self.targets = build_targets(book, self.table)
 
-    async def serve(self, send: Send, rec: RequestRecord, rules: TeamRules, cause: FallbackCause,
-                    payload: dict[str, Any]) -> None:
+    async def serve(
+        self, send: Send, rec: RequestRecord, rules: TeamRules, cause: FallbackCause, payload: dict[str, Any]
+    ) -> None:
         """Answer from the first hosted model that works; GatewayError if none does."""
         rec.route, rec.fallback_cause, rec.backend = "hosted", cause, None
         budget = rules.policy.budget
@@ -125,7 +137,8 @@ class HostedPath:
                 prompt = _prompt_tokens(payload, priced.price_key)
                 try:
                     reservation = await self.budgets.reserve(
-                        rules.team, budget, worst_case(priced.price, prompt, max_tokens or 0))
+                        rules.team, budget, worst_case(priced.price, prompt, max_tokens or 0)
+                    )
                 except errors.BudgetExceeded as exc:
                     refused = refused or exc
                     continue
@@ -158,26 +171,46 @@ class HostedPath:
         if refused is not None and not failures:
             raise refused
         if not failures:
-            raise errors.FallbackUnavailable(f"Team `{rules.team or '-'}` has no hosted model to fall back to.")
-        raise errors.HostedFailed("Every hosted fallback model failed: " + "; ".join(failures)
-                                  + (f"; {refused.message}" if refused else ""))
+            raise errors.FallbackUnavailable(
+                f"Team `{rules.team or '-'}` has no hosted model to fall back to."
+            )
+        raise errors.HostedFailed(
+            "Every hosted fallback model failed: "
+            + "; ".join(failures)
+            + (f"; {refused.message}" if refused else "")
+        )
 
-    async def _relay_body(self, send: Send, rec: RequestRecord, data: dict[str, Any], cause: str,
-                          tally: _Tally) -> None:
+    async def _relay_body(
+        self, send: Send, rec: RequestRecord, data: dict[str, Any], cause: str, tally: _Tally
+    ) -> None:
         body = orjson.dumps(data)
         rec.ttft_s = time.perf_counter() - rec.t0
         rec.status, rec.response = 200, body
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": _headers(rec, cause, b"application/json") + [(b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    *_headers(rec, cause, b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         usage = data.get("usage")
         tally.usage = usage if isinstance(usage, dict) else None
         await send({"type": "http.response.body", "body": body})
 
-    async def _relay_stream(self, send: Send, rec: RequestRecord, stream: HostedStream, cause: str,
-                            tally: _Tally) -> None:
+    async def _relay_stream(
+        self, send: Send, rec: RequestRecord, stream: HostedStream, cause: str, tally: _Tally
+    ) -> None:
         rec.status = 200
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": _headers(rec, cause, b"text/event-stream; charset=utf-8")})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": _headers(rec, cause, b"text/event-stream; charset=utf-8"),
+            }
+        )
         try:
             async for chunk in stream.chunks():
                 if rec.ttft_s is None:
@@ -219,12 +252,19 @@ class _Tally:
 
 
 def _headers(rec: RequestRecord, cause: str, ctype: bytes) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", ctype), (b"x-request-id", rec.request_id.encode()),
-            (b"x-nometer-route", b"hosted"), (b"x-nometer-fallback-cause", cause.encode())]
+    return [
+        (b"content-type", ctype),
+        (b"x-request-id", rec.request_id.encode()),
+        (b"x-nometer-route", b"hosted"),
+        (b"x-nometer-fallback-cause", cause.encode()),
+    ]
 
 
 def _prompt_tokens(payload: dict[str, Any], price_key: str) -> int:
     messages = payload.get("messages")
     tools = payload.get("tools")
-    return count_chat_prompt(messages if isinstance(messages, list) else [],
-                             tools if isinstance(tools, list) else None, tokenizer_for(price_key))
+    return count_chat_prompt(
+        messages if isinstance(messages, list) else [],
+        tools if isinstance(tools, list) else None,
+        tokenizer_for(price_key),
+    )

@@ -54,8 +54,14 @@ class _Watch:
 
 
 class Proxy:
-    def __init__(self, router: Router, pool: BackendPool, record: Callable[[RequestRecord], None],
-                 settings: Settings, gate: Gate):
+    def __init__(
+        self,
+        router: Router,
+        pool: BackendPool,
+        record: Callable[[RequestRecord], None],
+        settings: Settings,
+        gate: Gate,
+    ):
         self.router = router
         self.gate = gate
         self.pool = pool
@@ -92,13 +98,26 @@ class Proxy:
                     raise errors.MissingModel("you must provide a model parameter", param="model")
                 names = self.router.model_names()
                 if len(names) != 1:
-                    raise errors.MissingModel("this endpoint needs a `model` to choose a backend", param="model")
+                    raise errors.MissingModel(
+                        "this endpoint needs a `model` to choose a backend", param="model"
+                    )
                 model = names[0]
             plan = await self.gate.admit(ident, path, payload, model)
         except errors.Refusal as exc:  # policy said no: the team's ledger shows it
-            rec = RequestRecord(rid, path, model, started, t0, tag=tag, request=payload, status=exc.status,
-                                outcome=ev.REFUSED, error=exc.message, key_id=ident.key_id if ident else None,
-                                team=ident.team if ident else None)
+            rec = RequestRecord(
+                rid,
+                path,
+                model,
+                started,
+                t0,
+                tag=tag,
+                request=payload,
+                status=exc.status,
+                outcome=ev.REFUSED,
+                error=exc.message,
+                key_id=ident.key_id if ident else None,
+                team=ident.team if ident else None,
+            )
             await send_error(send, exc, rid)
             rec.latency_s = time.perf_counter() - t0
             self.record(rec)
@@ -106,8 +125,17 @@ class Proxy:
         except errors.GatewayError as exc:
             await send_error(send, exc, rid)
             return
-        rec = RequestRecord(rid, path, model, started, t0, tag=tag, request=payload, team=plan.rules.team,
-                            key_id=ident.key_id if ident else None)
+        rec = RequestRecord(
+            rid,
+            path,
+            model,
+            started,
+            t0,
+            tag=tag,
+            request=payload,
+            team=plan.rules.team,
+            key_id=ident.key_id if ident else None,
+        )
         self.inflight += 1
         try:
             await self._serve(scope, receive, send, rec, plan, body, payload)
@@ -118,8 +146,16 @@ class Proxy:
             if plan.ticket is not None:
                 await self.gate.finish(plan, rec)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, rec: RequestRecord, plan: Plan,
-                     body: bytes, payload: dict[str, Any] | None) -> None:
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rec: RequestRecord,
+        plan: Plan,
+        body: bytes,
+        payload: dict[str, Any] | None,
+    ) -> None:
         route = plan.route
         client_payload = payload
         rec.served_model = route.served if route is not None else None
@@ -191,15 +227,17 @@ class Proxy:
             watch.finished = True
             watcher.cancel()
 
-    async def _hosted(self, send: Send, rec: RequestRecord, plan: Plan, cause: FallbackCause,
-                      payload: dict[str, Any]) -> None:
+    async def _hosted(
+        self, send: Send, rec: RequestRecord, plan: Plan, cause: FallbackCause, payload: dict[str, Any]
+    ) -> None:
         hosted = self.gate.hosted
         if hosted is None:
             raise errors.FallbackUnavailable("Hosted fallback is not enabled in this gateway.")
         await hosted.serve(send, rec, plan.rules, cause, payload)
 
-    async def _connect(self, scope: Scope, rec: RequestRecord, route: Route, body: bytes,
-                       headers: list[tuple[bytes, bytes]]) -> tuple[UpstreamResponse, Backend, tuple[float, float]]:
+    async def _connect(
+        self, scope: Scope, rec: RequestRecord, route: Route, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[UpstreamResponse, Backend, tuple[float, float]]:
         """Send to the least-busy healthy backend; on a connection failure try the next one."""
         tried: set[Backend] = set()
         while True:
@@ -212,9 +250,12 @@ class Proxy:
                 backend.release()
                 self.pool.mark_failed(backend, str(exc))
                 tried.add(backend)
-                if not self.retry or not any(b.healthy and b not in tried
-                                             for b in self.router.served_by(route.served)):
-                    raise errors.UpstreamUnreachable(f"Could not reach a backend for `{route.served}`: {exc}")
+                if not self.retry or not any(
+                    b.healthy and b not in tried for b in self.router.served_by(route.served)
+                ):
+                    raise errors.UpstreamUnreachable(
+                        f"Could not reach a backend for `{route.served}`: {exc}"
+                    ) from exc
             except UpstreamTimeout as exc:
                 backend.release()
                 raise errors.UpstreamTimedOut(f"Upstream {backend.name} timed out: {exc}") from exc
@@ -222,8 +263,14 @@ class Proxy:
                 backend.release()
                 raise
 
-    async def _relay_body(self, send: Send, resp: UpstreamResponse, rec: RequestRecord,
-                          rename: tuple[str, str] | None, watch: _Watch) -> None:
+    async def _relay_body(
+        self,
+        send: Send,
+        resp: UpstreamResponse,
+        rec: RequestRecord,
+        rename: tuple[str, str] | None,
+        watch: _Watch,
+    ) -> None:
         try:
             data = await resp.read()
         except UpstreamTimeout as exc:
@@ -234,14 +281,23 @@ class Proxy:
         rec.response = data
         if rename is not None:
             data = _rename_model(data, rename)
-        headers = [*resp.headers, (b"content-length", str(len(data)).encode()),
-                   (b"x-request-id", rec.request_id.encode())]
+        headers = [
+            *resp.headers,
+            (b"content-length", str(len(data)).encode()),
+            (b"x-request-id", rec.request_id.encode()),
+        ]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         watch.finished = True
         await send({"type": "http.response.body", "body": data})
 
-    async def _relay_stream(self, send: Send, resp: UpstreamResponse, rec: RequestRecord,
-                            rename: tuple[str, str] | None, watch: _Watch) -> None:
+    async def _relay_stream(
+        self,
+        send: Send,
+        resp: UpstreamResponse,
+        rec: RequestRecord,
+        rename: tuple[str, str] | None,
+        watch: _Watch,
+    ) -> None:
         headers = [*resp.headers, (b"x-request-id", rec.request_id.encode())]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         chunks = rec.chunks

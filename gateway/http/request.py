@@ -13,7 +13,9 @@ from gateway import errors
 _MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*\r\n([^\r\n]*)\r\n')
 
 
-async def read_body(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes:
+async def read_body(
+    scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], limit: int
+) -> bytes:
     for k, v in scope["headers"]:
         if k == b"content-length":
             try:
@@ -21,7 +23,9 @@ async def read_body(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[
             except ValueError:
                 raise errors.InvalidRequest("invalid Content-Length header") from None
             if declared > limit:
-                raise errors.PayloadTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes.")
+                raise errors.PayloadTooLarge(
+                    f"Request body of {declared} bytes exceeds the limit of {limit} bytes."
+                )
             break
     msg = await receive()
     body: bytes = msg.get("body", b"")
@@ -52,7 +56,9 @@ def json_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def request_model(path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+def request_model(
+    path: str, headers: list[tuple[bytes, bytes]], body: bytes
+) -> tuple[dict[str, Any] | None, str | None]:
     """Parse the body once; return (JSON payload or None for multipart, model or None)."""
     ctype = b""
     for k, v in headers:

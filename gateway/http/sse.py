@@ -45,7 +45,7 @@ class UsageChunkFilter:
             if cut < 0:
                 self._tail = data
                 return b""
-            complete, self._tail = data[: cut + 2], data[cut + 2:]
+            complete, self._tail = data[: cut + 2], data[cut + 2 :]
             if _USAGE not in complete:
                 return complete
         kept = [e for e in complete.split(b"\n\n") if e and not _is_usage_only(e)]

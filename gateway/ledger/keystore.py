@@ -56,9 +56,17 @@ class KeyRecord:
 
     def public(self) -> dict[str, object]:
         """What listings show: everything but the digest."""
-        return {"key_id": self.key_id, "name": self.name, "team": self.team, "prefix": self.prefix,
-                "created": self.created, "disabled": self.disabled, "expires": self.expires,
-                "replaced_by": self.replaced_by, "active": self.active(time.time())}
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "team": self.team,
+            "prefix": self.prefix,
+            "created": self.created,
+            "disabled": self.disabled,
+            "expires": self.expires,
+            "replaced_by": self.replaced_by,
+            "active": self.active(time.time()),
+        }
 
 
 class KeyNotFound(LookupError):
@@ -71,14 +79,35 @@ _COLUMNS = "key_id, name, team, digest, prefix, created, disabled, expires, repl
 
 def _record(row: tuple[object, ...]) -> KeyRecord:
     key_id, name, team, dig, prefix, created, disabled, expires, replaced_by = row
-    return KeyRecord(str(key_id), str(name), str(team), bytes.fromhex(str(dig)), str(prefix), float(created),  # type: ignore[arg-type]
-                     None if disabled is None else float(disabled),  # type: ignore[arg-type]
-                     None if expires is None else float(expires), None if replaced_by is None else str(replaced_by))  # type: ignore[arg-type]
+    return KeyRecord(
+        str(key_id),
+        str(name),
+        str(team),
+        bytes.fromhex(str(dig)),
+        str(prefix),
+        float(created),  # type: ignore[arg-type]
+        None if disabled is None else float(disabled),  # type: ignore[arg-type]
+        None if expires is None else float(expires),
+        None if replaced_by is None else str(replaced_by),
+    )  # type: ignore[arg-type]
 
 
 def _insert(rec: KeyRecord) -> tuple[str, tuple[object, ...]]:
-    return (f"INSERT INTO api_keys ({_COLUMNS}, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rec.key_id, rec.name, rec.team, rec.digest.hex(), rec.prefix, rec.created, None, None, None, _REVISION))
+    return (
+        f"INSERT INTO api_keys ({_COLUMNS}, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            rec.key_id,
+            rec.name,
+            rec.team,
+            rec.digest.hex(),
+            rec.prefix,
+            rec.created,
+            None,
+            None,
+            None,
+            _REVISION,
+        ),
+    )
 
 
 class KeyStore:
@@ -121,8 +150,14 @@ class KeyStore:
         if not team:
             raise ValueError("a key needs a team")
         secret = new_secret()
-        rec = KeyRecord("key_" + secrets.token_hex(8), name or "default", team, digest(secret),
-                        secret[:len(KEY_PREFIX) + 6], time.time())
+        rec = KeyRecord(
+            "key_" + secrets.token_hex(8),
+            name or "default",
+            team,
+            digest(secret),
+            secret[: len(KEY_PREFIX) + 6],
+            time.time(),
+        )
         self._write([_insert(rec)])
         return secret, rec
 
@@ -138,8 +173,14 @@ class KeyStore:
 
     def disable(self, key_id: str) -> KeyRecord:
         self.get(key_id)
-        self._write([("UPDATE api_keys SET disabled = COALESCE(disabled, ?), revision = ? WHERE key_id = ?",
-                      (time.time(), _REVISION, key_id))])
+        self._write(
+            [
+                (
+                    "UPDATE api_keys SET disabled = COALESCE(disabled, ?), revision = ? WHERE key_id = ?",
+                    (time.time(), _REVISION, key_id),
+                )
+            ]
+        )
         return self.get(key_id)
 
     def rotate(self, key_id: str, grace_s: float = 0.0) -> tuple[str, KeyRecord]:
@@ -149,14 +190,24 @@ class KeyStore:
             raise ValueError(f"key {key_id} is disabled; create a new one instead")
         secret = new_secret()
         now = time.time()
-        rec = KeyRecord("key_" + secrets.token_hex(8), old.name, old.team, digest(secret),
-                        secret[:len(KEY_PREFIX) + 6], now)
+        rec = KeyRecord(
+            "key_" + secrets.token_hex(8),
+            old.name,
+            old.team,
+            digest(secret),
+            secret[: len(KEY_PREFIX) + 6],
+            now,
+        )
         if grace_s > 0:
-            retire = ("UPDATE api_keys SET expires = ?, replaced_by = ?, revision = ? WHERE key_id = ?",
-                      (now + grace_s, rec.key_id, _REVISION, key_id))
+            retire = (
+                "UPDATE api_keys SET expires = ?, replaced_by = ?, revision = ? WHERE key_id = ?",
+                (now + grace_s, rec.key_id, _REVISION, key_id),
+            )
         else:
-            retire = ("UPDATE api_keys SET disabled = ?, replaced_by = ?, revision = ? WHERE key_id = ?",
-                      (now, rec.key_id, _REVISION, key_id))
+            retire = (
+                "UPDATE api_keys SET disabled = ?, replaced_by = ?, revision = ? WHERE key_id = ?",
+                (now, rec.key_id, _REVISION, key_id),
+            )
         self._write([_insert(rec), retire])
         return secret, rec
 

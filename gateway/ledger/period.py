@@ -28,7 +28,9 @@ def parse_instant(text: str, now: float) -> float:
     return d.timestamp()
 
 
-def parse_period(since: str | None, start: str | None, end: str | None, now: float) -> tuple[float | None, float | None]:
+def parse_period(
+    since: str | None, start: str | None, end: str | None, now: float
+) -> tuple[float | None, float | None]:
     if since and start:
         raise ValueError("give either --since or --from, not both")
     first = since or start

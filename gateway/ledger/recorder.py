@@ -34,8 +34,15 @@ Finalizer = Callable[[list[RequestRecord]], LedgerBatchLike]
 
 
 class Recorder:
-    def __init__(self, store: Store, settings: LedgerSettings, finalize: Finalizer, *, access_log: bool = False,
-                 pool: MeterPool | None = None):
+    def __init__(
+        self,
+        store: Store,
+        settings: LedgerSettings,
+        finalize: Finalizer,
+        *,
+        access_log: bool = False,
+        pool: MeterPool | None = None,
+    ):
         self._store = store
         self._finalize = finalize
         self._pool = pool  # a metering process; None: meter in a thread of this process
@@ -50,7 +57,9 @@ class Recorder:
         self._last_drop_log = 0.0
         self.dropped = 0
         self.written = 0
-        self.listeners: list[Callable[[LedgerBatchLike], Any]] = []  # e.g. metrics; run in a worker thread after a write
+        self.listeners: list[
+            Callable[[LedgerBatchLike], Any]
+        ] = []  # e.g. metrics; run in a worker thread after a write
 
     @property
     def depth(self) -> int:
@@ -62,8 +71,12 @@ class Recorder:
             now = time.monotonic()
             if now - self._last_drop_log > 1.0:
                 self._last_drop_log = now
-                log.error("LEDGER QUEUE FULL (%d): usage events are being DROPPED (%d so far); "
-                          "the store cannot keep up", self._max, self.dropped)
+                log.error(
+                    "LEDGER QUEUE FULL (%d): usage events are being DROPPED (%d so far); "
+                    "the store cannot keep up",
+                    self._max,
+                    self.dropped,
+                )
             return
         self._queue.append(rec)
         if not self._wake.is_set():
@@ -100,7 +113,9 @@ class Recorder:
             try:
                 return await self._pool.run(batch)
             except Exception:
-                log.exception("the meter process failed on a batch of %d; metering it here instead", len(batch))
+                log.exception(
+                    "the meter process failed on a batch of %d; metering it here instead", len(batch)
+                )
         return await asyncio.to_thread(self._rows, batch)
 
     def _rows(self, batch: list[RequestRecord]) -> LedgerBatchLike:
@@ -125,7 +140,7 @@ class Recorder:
                 await self._store.insert_batch(rows)
             except Exception:
                 log.exception("ledger write of %d rows failed (attempt %d)", len(rows.events), attempt + 1)
-                await asyncio.sleep(0.2 * 2 ** attempt)
+                await asyncio.sleep(0.2 * 2**attempt)
                 continue
             self.written += len(rows.events)
             if self.listeners:  # metrics: CPU work, so in the worker thread, not on the event loop

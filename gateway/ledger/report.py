@@ -15,8 +15,15 @@ from typing import Any
 from pricing.money import decimal_str
 
 PICO = Decimal(10) ** 12
-DIMENSIONS = {"team": "team", "key": "key_id", "model": "COALESCE(e.served_model, e.requested_model)",
-              "tag": "tag", "day": "day", "backend": "backend", "cause": "fallback_cause"}
+DIMENSIONS = {
+    "team": "team",
+    "key": "key_id",
+    "model": "COALESCE(e.served_model, e.requested_model)",
+    "tag": "tag",
+    "day": "day",
+    "backend": "backend",
+    "cause": "fallback_cause",
+}
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,11 @@ class ReportQuery:
     def where(self, ph: str) -> tuple[str, list[Any]]:
         """WHERE clause on usage_events aliased ``e``; ``ph`` is the placeholder ('?' or '$')."""
         clauses, params = ["1=1"], []
-        for cond, value in (("e.ts >= {}", self.since), ("e.ts < {}", self.until), ("e.team = {}", self.team)):
+        for cond, value in (
+            ("e.ts >= {}", self.since),
+            ("e.ts < {}", self.until),
+            ("e.team = {}", self.team),
+        ):
             if value is not None:
                 params.append(value)
                 clauses.append(cond.format("?" if ph == "?" else f"${len(params)}"))
@@ -75,8 +86,12 @@ def queries(q: ReportQuery, ph: str = "?") -> dict[str, tuple[str, list[Any]]]:
         FROM usage_events e WHERE {where} AND e.route = 'hosted' GROUP BY grp, cause"""
     meta = f"""SELECT DISTINCT e.price_table_id AS price_table_id, e.cache_mode AS cache_mode
         FROM usage_events e WHERE {where} AND e.price_table_id IS NOT NULL"""
-    return {"events": (events, params), "shadows": (shadows, params), "hosted": (hosted, params),
-            "meta": (meta, params)}
+    return {
+        "events": (events, params),
+        "shadows": (shadows, params),
+        "hosted": (hosted, params),
+        "meta": (meta, params),
+    }
 
 
 def usd(pusd: int | Decimal | None) -> str:
@@ -87,8 +102,12 @@ def _priced(ref: dict[str, Any], col: str) -> str | None:
     return None if int(ref["unpriced"]) == int(ref["requests"]) else usd(int(ref[col]))
 
 
-def _group(ev: dict[str, Any], refs: dict[str, dict[str, Any]], hosted: dict[str, dict[str, Any]],
-           compare: Sequence[str]) -> dict[str, Any]:
+def _group(
+    ev: dict[str, Any],
+    refs: dict[str, dict[str, Any]],
+    hosted: dict[str, dict[str, Any]],
+    compare: Sequence[str],
+) -> dict[str, Any]:
     energy, hardware = int(ev["energy_pusd"]), int(ev["hardware_pusd"])
     names = [m for m in compare if m in refs] if compare else sorted(refs)
     return {
@@ -96,19 +115,32 @@ def _group(ev: dict[str, Any], refs: dict[str, dict[str, Any]], hosted: dict[str
         "local_requests": int(ev["local_requests"]),
         "hosted_requests": int(ev["hosted_requests"]),
         "failed_requests": int(ev["failed_requests"]),
-        "local_tokens": {"prompt": int(ev["prompt_tokens"]), "completion": int(ev["completion_tokens"]),
-                         "cached": int(ev["cached_tokens"]), "estimated_requests": int(ev["estimated_usage"])},
+        "local_tokens": {
+            "prompt": int(ev["prompt_tokens"]),
+            "completion": int(ev["completion_tokens"]),
+            "cached": int(ev["cached_tokens"]),
+            "estimated_requests": int(ev["estimated_usage"]),
+        },
         "busy_seconds": round(float(ev["busy_s"]), 6),
-        "cloud_tokens": {m: {"input": int(refs[m]["input_tokens"]), "output": int(refs[m]["output_tokens"]),
-                             "cached": int(refs[m]["cached_tokens"]), "reasoning": int(refs[m]["reasoning_tokens"]),
-                             "estimated": bool(refs[m]["estimated"])} for m in names},
+        "cloud_tokens": {
+            m: {
+                "input": int(refs[m]["input_tokens"]),
+                "output": int(refs[m]["output_tokens"]),
+                "cached": int(refs[m]["cached_tokens"]),
+                "reasoning": int(refs[m]["reasoning_tokens"]),
+                "estimated": bool(refs[m]["estimated"]),
+            }
+            for m in names
+        },
         # a reference no request could be priced against is "unpriced" (None), never $0
         "cloud_cost_usd": {m: _priced(refs[m], "cloud_pusd") for m in names},
         "unpriced_requests": {m: int(refs[m]["unpriced"]) for m in names},
         "local_cost_usd": {"energy": usd(energy), "hardware": usd(hardware), "total": usd(energy + hardware)},
         "hosted_spend_usd": usd(int(ev["hosted_pusd"])),
-        "hosted_spend_by_cause": {c: {"requests": int(h["requests"]), "usd": usd(int(h["hosted_pusd"]))}
-                                  for c, h in sorted(hosted.items())},
+        "hosted_spend_by_cause": {
+            c: {"requests": int(h["requests"]), "usd": usd(int(h["hosted_pusd"]))}
+            for c, h in sorted(hosted.items())
+        },
         "savings_usd": {m: _priced(refs[m], "savings_pusd") for m in names},
         # what the box earns toward its own price: avoided cloud spend minus energy (hardware excluded)
         "_recoup_pusd": {m: int(refs[m]["cloud_pusd"]) - int(refs[m]["priced_energy_pusd"]) for m in names},
@@ -116,8 +148,15 @@ def _group(ev: dict[str, Any], refs: dict[str, dict[str, Any]], hosted: dict[str
     }
 
 
-def build(q: ReportQuery, results: dict[str, list[dict[str, Any]]], *, hardware_usd: Decimal,
-          primary: str | None, now: float, order: Sequence[str] = ()) -> dict[str, Any]:
+def build(
+    q: ReportQuery,
+    results: dict[str, list[dict[str, Any]]],
+    *,
+    hardware_usd: Decimal,
+    primary: str | None,
+    now: float,
+    order: Sequence[str] = (),
+) -> dict[str, Any]:
     """Shape query results into the report (groups, totals, payback)."""
     refs: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results["shadows"]:
@@ -132,8 +171,10 @@ def build(q: ReportQuery, results: dict[str, list[dict[str, Any]]], *, hardware_
         groups.append({"key": key, **g})
     totals = _sum_groups(groups)
     pref = list(q.compare or order)
-    references = sorted({m for g in groups for m in g["cloud_cost_usd"]},
-                        key=lambda m: (pref.index(m) if m in pref else len(pref), m))
+    references = sorted(
+        {m for g in groups for m in g["cloud_cost_usd"]},
+        key=lambda m: (pref.index(m) if m in pref else len(pref), m),
+    )
     primary = primary if primary in references else (references[0] if references else None)
     out = {
         "object": "nometer.report",
@@ -164,8 +205,10 @@ def _sum_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
     t: dict[str, Any] = {"key": "total"}
     for k in ("requests", "local_requests", "hosted_requests", "failed_requests"):
         t[k] = sum(g[k] for g in groups)
-    t["local_tokens"] = {k: sum(g["local_tokens"][k] for g in groups)
-                         for k in ("prompt", "completion", "cached", "estimated_requests")}
+    t["local_tokens"] = {
+        k: sum(g["local_tokens"][k] for g in groups)
+        for k in ("prompt", "completion", "cached", "estimated_requests")
+    }
     t["busy_seconds"] = round(sum(g["busy_seconds"] for g in groups), 6)
     ct: dict[str, dict[str, Any]] = {}
     for g in groups:
@@ -185,8 +228,9 @@ def _sum_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
             cur = by_cause.setdefault(c, {"requests": 0, "usd": Decimal(0)})
             cur["requests"] += v["requests"]
             cur["usd"] += Decimal(v["usd"])
-    t["hosted_spend_by_cause"] = {c: {"requests": v["requests"], "usd": decimal_str(v["usd"])}
-                                  for c, v in sorted(by_cause.items())}
+    t["hosted_spend_by_cause"] = {
+        c: {"requests": v["requests"], "usd": decimal_str(v["usd"])} for c, v in sorted(by_cause.items())
+    }
     t["savings_usd"] = add_money("savings_usd")
     recoup: dict[str, int] = {}
     for g in groups:
@@ -198,12 +242,19 @@ def _sum_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
     return t
 
 
-def _payback(totals: dict[str, Any], primary: str | None, hardware_usd: Decimal, now: float) -> dict[str, Any]:
+def _payback(
+    totals: dict[str, Any], primary: str | None, hardware_usd: Decimal, now: float
+) -> dict[str, Any]:
     """When the box has paid for itself at the period's rate: hardware price / (avoided cloud
     spend - energy - hosted spend) per day."""
     first, last = totals["_span"]
-    out: dict[str, Any] = {"reference": primary, "hardware_usd": decimal_str(hardware_usd), "net_per_day_usd": None,
-                           "days_to_payback": None, "payback_date": None}
+    out: dict[str, Any] = {
+        "reference": primary,
+        "hardware_usd": decimal_str(hardware_usd),
+        "net_per_day_usd": None,
+        "days_to_payback": None,
+        "payback_date": None,
+    }
     if primary is None or first is None:
         return out
     days = max((last - first) / 86400, 1 / 24)  # at least an hour, so a burst does not extrapolate wildly
@@ -214,7 +265,9 @@ def _payback(totals: dict[str, Any], primary: str | None, hardware_usd: Decimal,
         d = hardware_usd / per_day
         out["days_to_payback"] = float(round(d, 1))
         if d < 365 * 100:
-            out["payback_date"] = (dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(days=float(d))).date().isoformat()
+            out["payback_date"] = (
+                (dt.datetime.fromtimestamp(now, dt.UTC) + dt.timedelta(days=float(d))).date().isoformat()
+            )
     return out
 
 

@@ -12,7 +12,13 @@ def _money(v: str | None) -> str:
     if v is None:
         return "unpriced"
     d = Decimal(v)
-    q = Decimal("0.01") if abs(d) >= 1 else Decimal("0.0001") if abs(d) >= Decimal("0.01") else Decimal("0.000001")
+    q = (
+        Decimal("0.01")
+        if abs(d) >= 1
+        else Decimal("0.0001")
+        if abs(d) >= Decimal("0.01")
+        else Decimal("0.000001")
+    )
     return f"${d.quantize(q, rounding=ROUND_HALF_UP):,}"
 
 
@@ -22,22 +28,51 @@ def _rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def to_csv(data: dict[str, Any]) -> str:
     refs = data["references"]
-    cols = ["group", "requests", "local_requests", "hosted_requests", "prompt_tokens", "completion_tokens",
-            "local_energy_usd", "local_hardware_usd", "local_cost_usd", "hosted_spend_usd"]
+    cols = [
+        "group",
+        "requests",
+        "local_requests",
+        "hosted_requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "local_energy_usd",
+        "local_hardware_usd",
+        "local_cost_usd",
+        "hosted_spend_usd",
+    ]
     for m in refs:
-        cols += [f"cloud_input_tokens[{m}]", f"cloud_output_tokens[{m}]", f"cloud_cost_usd[{m}]",
-                 f"savings_usd[{m}]", f"unpriced_requests[{m}]"]
+        cols += [
+            f"cloud_input_tokens[{m}]",
+            f"cloud_output_tokens[{m}]",
+            f"cloud_cost_usd[{m}]",
+            f"savings_usd[{m}]",
+            f"unpriced_requests[{m}]",
+        ]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for g in _rows(data):
-        row = [g["key"], g["requests"], g["local_requests"], g["hosted_requests"], g["local_tokens"]["prompt"],
-               g["local_tokens"]["completion"], g["local_cost_usd"]["energy"], g["local_cost_usd"]["hardware"],
-               g["local_cost_usd"]["total"], g["hosted_spend_usd"]]
+        row = [
+            g["key"],
+            g["requests"],
+            g["local_requests"],
+            g["hosted_requests"],
+            g["local_tokens"]["prompt"],
+            g["local_tokens"]["completion"],
+            g["local_cost_usd"]["energy"],
+            g["local_cost_usd"]["hardware"],
+            g["local_cost_usd"]["total"],
+            g["hosted_spend_usd"],
+        ]
         for m in refs:
             t = g["cloud_tokens"].get(m, {})
-            row += [t.get("input", 0), t.get("output", 0), g["cloud_cost_usd"].get(m, "0") or "unpriced",
-                    g["savings_usd"].get(m, "0") or "unpriced", g["unpriced_requests"].get(m, 0)]
+            row += [
+                t.get("input", 0),
+                t.get("output", 0),
+                g["cloud_cost_usd"].get(m, "0") or "unpriced",
+                g["savings_usd"].get(m, "0") or "unpriced",
+                g["unpriced_requests"].get(m, 0),
+            ]
         w.writerow(row)
     return buf.getvalue()
 
@@ -51,34 +86,54 @@ def to_table(data: dict[str, Any]) -> str:
     head.append("hosted")
     lines = []
     for g in _rows(data):
-        cells = [str(g["key"] if g["key"] is not None else "(none)"), str(g["requests"]),
-                 f"{g['local_tokens']['prompt']:,}/{g['local_tokens']['completion']:,}",
-                 _money(g["local_cost_usd"]["total"])]
+        cells = [
+            str(g["key"] if g["key"] is not None else "(none)"),
+            str(g["requests"]),
+            f"{g['local_tokens']['prompt']:,}/{g['local_tokens']['completion']:,}",
+            _money(g["local_cost_usd"]["total"]),
+        ]
         for m in refs:
             unpriced = g["unpriced_requests"].get(m, 0)
             cost = g["cloud_cost_usd"].get(m)
-            cells += [_money(cost) + (f" (+{unpriced} unpriced)" if unpriced else ""), _money(g["savings_usd"].get(m))]
+            cells += [
+                _money(cost) + (f" (+{unpriced} unpriced)" if unpriced else ""),
+                _money(g["savings_usd"].get(m)),
+            ]
         cells.append(_money(g["hosted_spend_usd"]))
         lines.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
-           "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in lines]
+    out = [
+        "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)).rstrip(),
+        "  ".join("-" * w for w in widths),
+    ]
+    out += [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))
+        ).rstrip()
+        for r in lines
+    ]
     p = data["period"]
     out.append("")
-    out.append(f"period: {p['from'] or 'start of ledger'} .. {p['to'] or 'now'}; price tables: "
-               f"{', '.join(data['price_tables']) or '-'}; cache mode: {', '.join(data['cache_modes']) or '-'}")
+    out.append(
+        f"period: {p['from'] or 'start of ledger'} .. {p['to'] or 'now'}; price tables: "
+        f"{', '.join(data['price_tables']) or '-'}; cache mode: {', '.join(data['cache_modes']) or '-'}"
+    )
     if any(data["totals"]["cloud_tokens"].get(m, {}).get("estimated") for m in refs):
-        out.append("~ estimated: that provider publishes no tokenizer; counts are o200k x a documented factor")
+        out.append(
+            "~ estimated: that provider publishes no tokenizer; counts are o200k x a documented factor"
+        )
     causes = data["totals"]["hosted_spend_by_cause"]
     if causes:
-        out.append("hosted spend by cause: " + ", ".join(f"{c} {_money(v['usd'])} ({v['requests']} req)"
-                                                         for c, v in causes.items()))
+        out.append(
+            "hosted spend by cause: "
+            + ", ".join(f"{c} {_money(v['usd'])} ({v['requests']} req)" for c, v in causes.items())
+        )
     pb = data["payback"]
     if pb["days_to_payback"] is not None:
-        out.append(f"payback: the ${pb['hardware_usd']} box pays for itself in {pb['days_to_payback']:,} days "
-                   f"({pb['payback_date'] or 'over a century'}) at {_money(pb['net_per_day_usd'])}/day vs {pb['reference']}")
+        out.append(
+            f"payback: the ${pb['hardware_usd']} box pays for itself in {pb['days_to_payback']:,} days "
+            f"({pb['payback_date'] or 'over a century'}) at {_money(pb['net_per_day_usd'])}/day vs {pb['reference']}"
+        )
     elif pb["reference"]:
         out.append(f"payback: no positive net saving vs {pb['reference']} in this period")
     return "\n".join(out) + "\n"

@@ -10,8 +10,10 @@ from __future__ import annotations
 DIALECT_PK = {"sqlite": "INTEGER PRIMARY KEY", "postgres": "BIGSERIAL PRIMARY KEY"}
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (1, (
-        """CREATE TABLE usage_events (
+    (
+        1,
+        (
+            """CREATE TABLE usage_events (
             id {pk},
             request_id TEXT NOT NULL,
             ts DOUBLE PRECISION NOT NULL,
@@ -39,26 +41,29 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             tag TEXT,
             error TEXT
         )""",
-        "CREATE INDEX usage_events_ts ON usage_events (ts)",
-        "CREATE INDEX usage_events_request_id ON usage_events (request_id)",
-        "CREATE INDEX usage_events_day_team ON usage_events (day, team)",
-    )),
+            "CREATE INDEX usage_events_ts ON usage_events (ts)",
+            "CREATE INDEX usage_events_request_id ON usage_events (request_id)",
+            "CREATE INDEX usage_events_day_team ON usage_events (day, team)",
+        ),
+    ),
     # 2: the shadow meter. Per event: the pinned price table, the cache mode, the local-cost inputs
     # (busy share, measured joules, box parameters as JSON) and results in integer pico-dollars
     # (exact SUMs in SQL); per event and reference cloud model: the re-counted tokens and prices.
-    (2, (
-        "ALTER TABLE usage_events ADD COLUMN uid TEXT",
-        "ALTER TABLE usage_events ADD COLUMN price_table_id TEXT",
-        "ALTER TABLE usage_events ADD COLUMN cache_mode TEXT",
-        "ALTER TABLE usage_events ADD COLUMN busy_s DOUBLE PRECISION",
-        "ALTER TABLE usage_events ADD COLUMN joules DOUBLE PRECISION",
-        "ALTER TABLE usage_events ADD COLUMN box TEXT",
-        "ALTER TABLE usage_events ADD COLUMN local_energy_pusd BIGINT",
-        "ALTER TABLE usage_events ADD COLUMN local_hardware_pusd BIGINT",
-        "ALTER TABLE usage_events ADD COLUMN receipt_sha256 TEXT",
-        "ALTER TABLE usage_events ADD COLUMN hosted_cost_pusd BIGINT",  # route=hosted: what the provider billed
-        "CREATE UNIQUE INDEX usage_events_uid ON usage_events (uid)",
-        """CREATE TABLE shadow_costs (
+    (
+        2,
+        (
+            "ALTER TABLE usage_events ADD COLUMN uid TEXT",
+            "ALTER TABLE usage_events ADD COLUMN price_table_id TEXT",
+            "ALTER TABLE usage_events ADD COLUMN cache_mode TEXT",
+            "ALTER TABLE usage_events ADD COLUMN busy_s DOUBLE PRECISION",
+            "ALTER TABLE usage_events ADD COLUMN joules DOUBLE PRECISION",
+            "ALTER TABLE usage_events ADD COLUMN box TEXT",
+            "ALTER TABLE usage_events ADD COLUMN local_energy_pusd BIGINT",
+            "ALTER TABLE usage_events ADD COLUMN local_hardware_pusd BIGINT",
+            "ALTER TABLE usage_events ADD COLUMN receipt_sha256 TEXT",
+            "ALTER TABLE usage_events ADD COLUMN hosted_cost_pusd BIGINT",  # route=hosted: what the provider billed
+            "CREATE UNIQUE INDEX usage_events_uid ON usage_events (uid)",
+            """CREATE TABLE shadow_costs (
             id {pk},
             event_uid TEXT NOT NULL,
             ref_index INTEGER NOT NULL,
@@ -74,13 +79,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             cloud_pusd BIGINT,
             savings_pusd BIGINT
         )""",
-        "CREATE INDEX shadow_costs_event ON shadow_costs (event_uid)",
-        "CREATE INDEX shadow_costs_model ON shadow_costs (ref_model)",
-    )),
+            "CREATE INDEX shadow_costs_event ON shadow_costs (event_uid)",
+            "CREATE INDEX shadow_costs_model ON shadow_costs (ref_model)",
+        ),
+    ),
     # 3: API keys (gateway/keys.py). Only a SHA-256 digest of each key is stored; `revision`
     # grows with every write so a running gateway notices changes made by the CLI.
-    (3, (
-        """CREATE TABLE api_keys (
+    (
+        3,
+        (
+            """CREATE TABLE api_keys (
             key_id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             team TEXT NOT NULL,
@@ -92,14 +100,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             replaced_by TEXT,
             revision BIGINT NOT NULL
         )""",
-        "CREATE INDEX api_keys_team ON api_keys (team)",
-        "CREATE INDEX api_keys_revision ON api_keys (revision)",
-    )),
+            "CREATE INDEX api_keys_team ON api_keys (team)",
+            "CREATE INDEX api_keys_revision ON api_keys (revision)",
+        ),
+    ),
     # 4: receipts are rebuilt from their stored inputs on demand; the recorder no longer builds
     # (and digests) a full receipt per request, so the digest column goes.
-    (4, (
-        "ALTER TABLE usage_events DROP COLUMN receipt_sha256",
-    )),
+    (4, ("ALTER TABLE usage_events DROP COLUMN receipt_sha256",)),
 )
 
 LATEST = MIGRATIONS[-1][0]

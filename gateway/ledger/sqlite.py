@@ -80,7 +80,7 @@ class SQLiteStore:
         assert self._db is not None
         async with self._db.execute(sql, params) as cur:
             names = [d[0] for d in cur.description or ()]
-            return [dict(zip(names, r)) for r in await cur.fetchall()]
+            return [dict(zip(names, r, strict=False)) for r in await cur.fetchall()]
 
     async def close(self) -> None:
         if self._db is not None:

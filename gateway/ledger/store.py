@@ -13,6 +13,7 @@ Row = tuple[Any, ...]
 
 class Store(Protocol):
     placeholder: str  # "?" (SQLite) or "$" (PostgreSQL: $1, $2, ...)
+
     async def open(self) -> None:
         """Connect and bring the schema to the latest version."""
         ...
@@ -32,7 +33,8 @@ class LedgerBatchLike(Protocol):
 
 
 def insert_sql(table: str, columns: Sequence[str], placeholder: Callable[[int], str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(placeholder(i + 1) for i in range(len(columns)))})"
+    marks = ", ".join(placeholder(i + 1) for i in range(len(columns)))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
 def open_store(path: str, url: str | None) -> Store:

@@ -30,15 +30,29 @@ class Check:
 
 def recompute(event: dict[str, Any], shadows: list[dict[str, Any]], prices: PriceStore) -> dict[str, Any]:
     """The receipt as computed from the stored inputs (raises LookupError if the table is gone)."""
-    refs = tuple(ReferenceTokens(
-        s["ref_model"], s["tokenizer"], bool(s["estimated"]),
-        CloudUsage(int(s["input_tokens"]), int(s["output_tokens"]), cached_tokens=int(s["cached_tokens"]),
-                   cache_write_tokens=int(s["cache_write_tokens"]), reasoning_tokens=int(s["reasoning_tokens"])))
-        for s in shadows)
+    refs = tuple(
+        ReferenceTokens(
+            s["ref_model"],
+            s["tokenizer"],
+            bool(s["estimated"]),
+            CloudUsage(
+                int(s["input_tokens"]),
+                int(s["output_tokens"]),
+                cached_tokens=int(s["cached_tokens"]),
+                cache_write_tokens=int(s["cache_write_tokens"]),
+                reasoning_tokens=int(s["reasoning_tokens"]),
+            ),
+        )
+        for s in shadows
+    )
     inputs = ReceiptInputs(
-        references=refs, table=prices.get(event["price_table_id"]), cache_mode=event["cache_mode"],
-        busy_seconds=Decimal(repr(float(event["busy_s"] or 0.0))), box=box_from_json(event["box"]),
-        joules=None if event["joules"] is None else Decimal(repr(float(event["joules"]))))
+        references=refs,
+        table=prices.get(event["price_table_id"]),
+        cache_mode=event["cache_mode"],
+        busy_seconds=Decimal(repr(float(event["busy_s"] or 0.0))),
+        box=box_from_json(event["box"]),
+        joules=None if event["joules"] is None else Decimal(repr(float(event["joules"]))),
+    )
     return compute_receipt(inputs)
 
 
@@ -56,8 +70,17 @@ def view(event: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any]:
         "key_id": event["key_id"],
         "tag": event["tag"],
         "outcome": event["outcome"],
-        "local_usage": {k: event[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens",
-                                               "cached_tokens", "reasoning_tokens")} | {"source": event["usage_source"]},
+        "local_usage": {
+            k: event[k]
+            for k in (
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "cached_tokens",
+                "reasoning_tokens",
+            )
+        }
+        | {"source": event["usage_source"]},
         "receipt_sha256": receipt_digest(receipt),  # of this receipt's canonical JSON, for comparing copies
         **receipt,
     }
@@ -70,8 +93,10 @@ def check(event: dict[str, Any], shadows: list[dict[str, Any]], prices: PriceSto
     except (LookupError, ValueError, TypeError) as exc:
         return Check(rid, False, f"cannot recompute: {exc}")
     local = receipt["local"]
-    if (pico(local["energy_usd"]) != event["local_energy_pusd"]
-            or pico(local["hardware_share_usd"]) != event["local_hardware_pusd"]):
+    if (
+        pico(local["energy_usd"]) != event["local_energy_pusd"]
+        or pico(local["hardware_share_usd"]) != event["local_hardware_pusd"]
+    ):
         return Check(rid, False, "stored local cost differs from the recomputed one")
     for ref, s in zip(receipt["references"], shadows, strict=True):
         if (s["cloud_pusd"], s["savings_pusd"]) != (pico(ref["cloud_usd"]), pico(ref["savings_usd"])):

@@ -39,18 +39,45 @@ def to_row(rec: RequestRecord, usage: Usage, uid: str, shadow: Shadow | None) ->
     busy, joules = rounded_busy(rec.busy_s), rounded_joules(rec.joules)
     if shadow is not None:
         meter: tuple[object, ...] = (
-            shadow.inputs.table.id, shadow.inputs.cache_mode, busy, joules, box_json(shadow.inputs.box),
-            pico(shadow.local.energy_usd), pico(shadow.local.hardware_usd))
+            shadow.inputs.table.id,
+            shadow.inputs.cache_mode,
+            busy,
+            joules,
+            box_json(shadow.inputs.box),
+            pico(shadow.local.energy_usd),
+            pico(shadow.local.hardware_usd),
+        )
     else:
         meter = (None, None, busy, joules, None, None, None)
     return (
-        rec.request_id, rec.started, _day(rec.started), rec.endpoint, rec.requested_model,
-        rec.served_model, rec.backend, rec.route, rec.provider, rec.fallback_cause, rec.outcome,
-        rec.status, int(rec.stream), usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
-        usage.cached_tokens, usage.reasoning_tokens, usage.source,
+        rec.request_id,
+        rec.started,
+        _day(rec.started),
+        rec.endpoint,
+        rec.requested_model,
+        rec.served_model,
+        rec.backend,
+        rec.route,
+        rec.provider,
+        rec.fallback_cause,
+        rec.outcome,
+        rec.status,
+        int(rec.stream),
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+        usage.source,
         None if rec.latency_s is None else round(rec.latency_s * 1000, 3),
         None if rec.ttft_s is None else round(rec.ttft_s * 1000, 3),
-        rec.key_id, rec.team, rec.tag, rec.error, uid, *meter, pico(rec.hosted_cost_usd),
+        rec.key_id,
+        rec.team,
+        rec.tag,
+        rec.error,
+        uid,
+        *meter,
+        pico(rec.hosted_cost_usd),
     )
 
 
@@ -58,13 +85,29 @@ def shadow_rows(uid: str, shadow: Shadow) -> list[Row]:
     out: list[Row] = []
     for i, (ref, (key, cost, savings)) in enumerate(zip(shadow.inputs.references, shadow.costs, strict=True)):
         u = ref.usage
-        out.append((uid, i, ref.model, key, ref.tokenizer, int(ref.estimated), u.input_tokens, u.cached_tokens,
-                    u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, pico(cost.total), pico(savings)))
+        out.append(
+            (
+                uid,
+                i,
+                ref.model,
+                key,
+                ref.tokenizer,
+                int(ref.estimated),
+                u.input_tokens,
+                u.cached_tokens,
+                u.cache_write_tokens,
+                u.output_tokens,
+                u.reasoning_tokens,
+                pico(cost.total),
+                pico(savings),
+            )
+        )
     return out
 
 
-def make_finalizer(count_tokens: Callable[[str], int] | None,
-                   meter: ShadowMeter | None = None) -> Callable[[list[RequestRecord]], LedgerBatch]:
+def make_finalizer(
+    count_tokens: Callable[[str], int] | None, meter: ShadowMeter | None = None
+) -> Callable[[list[RequestRecord]], LedgerBatch]:
     def finalize(batch: list[RequestRecord]) -> LedgerBatch:
         out = LedgerBatch()
         for rec in batch:

@@ -56,13 +56,22 @@ class Shadow:
 
 
 def box_cost(b: BoxSettings) -> BoxCost:
-    return BoxCost(idle_watts=b.idle_watts, busy_watts=b.busy_watts, usd_per_kwh=b.usd_per_kwh,
-                   hardware_usd=b.hardware_usd, lifetime_years=b.lifetime_years)
+    return BoxCost(
+        idle_watts=b.idle_watts,
+        busy_watts=b.busy_watts,
+        usd_per_kwh=b.usd_per_kwh,
+        hardware_usd=b.hardware_usd,
+        lifetime_years=b.lifetime_years,
+    )
 
 
 def box_json(box: BoxCost) -> str:
-    return orjson.dumps({k: decimal_str(getattr(box, k)) for k in
-                         ("idle_watts", "busy_watts", "usd_per_kwh", "hardware_usd", "lifetime_years")}).decode()
+    return orjson.dumps(
+        {
+            k: decimal_str(getattr(box, k))
+            for k in ("idle_watts", "busy_watts", "usd_per_kwh", "hardware_usd", "lifetime_years")
+        }
+    ).decode()
 
 
 def box_from_json(text: str) -> BoxCost:
@@ -96,28 +105,47 @@ class ShadowMeter:
     def references(self, rec: RequestRecord) -> list[str]:
         s = self.settings
         if rec.endpoint == "/v1/embeddings":
-            refs = list(s.model_references.get(rec.requested_model) or s.model_references.get(
-                rec.served_model or "") or s.embedding_references)
+            refs = list(
+                s.model_references.get(rec.requested_model)
+                or s.model_references.get(rec.served_model or "")
+                or s.embedding_references
+            )
         else:
-            refs = list(s.model_references.get(rec.requested_model) or s.model_references.get(
-                rec.served_model or "") or s.references)
+            refs = list(
+                s.model_references.get(rec.requested_model)
+                or s.model_references.get(rec.served_model or "")
+                or s.references
+            )
         # A client that asked for a cloud name through an alias compares against that name first.
-        if rec.requested_model != rec.served_model and self.table.resolve(rec.requested_model) is not None \
-                and rec.requested_model not in refs:
+        if (
+            rec.requested_model != rec.served_model
+            and self.table.resolve(rec.requested_model) is not None
+            and rec.requested_model not in refs
+        ):
             refs.insert(0, rec.requested_model)
         return refs
 
     def measure(self, rec: RequestRecord, usage: Usage, answer: Answer) -> Shadow | None:
-        if rec.route != "local" or rec.endpoint not in _METERED or usage.prompt_tokens is None or not rec.request:
+        if (
+            rec.route != "local"
+            or rec.endpoint not in _METERED
+            or usage.prompt_tokens is None
+            or not rec.request
+        ):
             return None
         prefix = self.prefixes.seen_prefix(rec) if usage.cached_tokens is None else None
         raw: dict[str, tuple[int, int, int, int | None]] = {}
         refs = tuple(self._count(ref, rec, usage, answer, prefix, raw) for ref in self.references(rec))
         busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))
         joules = None if rec.joules is None else Decimal(repr(rounded_joules(rec.joules)))
-        inputs = ReceiptInputs(references=refs, table=self.table, cache_mode=self.settings.cache_mode,
-                               busy_seconds=busy, box=self._boxes.get(rec.backend or "", self._default_box),
-                               joules=joules)
+        inputs = ReceiptInputs(
+            references=refs,
+            table=self.table,
+            cache_mode=self.settings.cache_mode,
+            busy_seconds=busy,
+            box=self._boxes.get(rec.backend or "", self._default_box),
+            joules=joules,
+        )
         local = request_local_cost(inputs.busy_seconds, inputs.joules, inputs.box)
         costs = []
         for ref in refs:
@@ -128,8 +156,15 @@ class ShadowMeter:
             costs.append((key, cost, savings))
         return Shadow(inputs, local, tuple(costs))
 
-    def _count(self, ref: str, rec: RequestRecord, usage: Usage, answer: Answer, prefix: list[Any] | None,
-               raw: dict[str, tuple[int, int, int, int | None]]) -> ReferenceTokens:
+    def _count(
+        self,
+        ref: str,
+        rec: RequestRecord,
+        usage: Usage,
+        answer: Answer,
+        prefix: list[Any] | None,
+        raw: dict[str, tuple[int, int, int, int | None]],
+    ) -> ReferenceTokens:
         """One reference's token counts. Texts are tokenized once per encoding (``raw``), then
         scaled by each family's factor: the same numbers as counting per reference, a third of
         the work for the default references."""
@@ -146,26 +181,37 @@ class ShadowMeter:
         elif r_prefix is not None and self.settings.cache_mode == "conservative":
             # vLLM did not say: the gateway's own prefix tracking (see PrefixTracker)
             cached = cacheable(prompt, scale(r_prefix, spec) - REPLY_PRIMING)
-        return ReferenceTokens(ref, spec.name, spec.estimated,
-                               CloudUsage(prompt, output, cached_tokens=cached, reasoning_tokens=reasoning))
+        return ReferenceTokens(
+            ref,
+            spec.name,
+            spec.estimated,
+            CloudUsage(prompt, output, cached_tokens=cached, reasoning_tokens=reasoning),
+        )
 
-    def _raw_counts(self, spec: Any, rec: RequestRecord, answer: Answer,
-                    prefix: list[Any] | None) -> tuple[int, int, int, int | None]:
+    def _raw_counts(
+        self, spec: Any, rec: RequestRecord, answer: Answer, prefix: list[Any] | None
+    ) -> tuple[int, int, int, int | None]:
         req = rec.request or {}
         if rec.endpoint == _CHAT:
             raw_messages, raw_tools = req.get("messages"), req.get("tools")
-            messages = [m for m in raw_messages if isinstance(m, dict)] if isinstance(raw_messages, list) else []
+            messages = (
+                [m for m in raw_messages if isinstance(m, dict)] if isinstance(raw_messages, list) else []
+            )
             tools = [t for t in raw_tools if isinstance(t, dict)] if isinstance(raw_tools, list) else None
             prompt = count_chat_prompt(messages, tools, spec)
         elif rec.endpoint == "/v1/responses":
             prompt = _responses_prompt(req, spec)
         else:  # completions: prompt; embeddings: input
             prompt = sum(count_text(t, spec) for t in _texts(req.get("prompt", req.get("input"))))
-        output = 0 if rec.endpoint == "/v1/embeddings" else count_completion(
-            answer.reasoning + answer.content, list(answer.tool_calls) or None, spec)
+        output = (
+            0
+            if rec.endpoint == "/v1/embeddings"
+            else count_completion(answer.reasoning + answer.content, list(answer.tool_calls) or None, spec)
+        )
         reasoning = count_text(answer.reasoning, spec) if answer.reasoning else 0
         r_prefix = count_chat_prompt(prefix, None, spec) if prefix else None
         return prompt, output, reasoning, r_prefix
+
 
 def _texts(v: Any) -> list[str]:
     if isinstance(v, str):
@@ -182,7 +228,7 @@ def _responses_prompt(req: dict[str, Any], spec: Any) -> int:
         return n + count_chat_prompt([{"role": "user", "content": inp}], None, spec)
     if isinstance(inp, list):
         msgs = [m for m in inp if isinstance(m, dict) and "role" in m]
-        return n + count_chat_prompt(msgs, req.get("tools") if isinstance(req.get("tools"), list) else None, spec)
+        return n + count_chat_prompt(
+            msgs, req.get("tools") if isinstance(req.get("tools"), list) else None, spec
+        )
     return n
-
-

@@ -48,8 +48,14 @@ def from_usage_object(u: Any) -> Usage | None:
     total = _int(u.get("total_tokens"))
     if total is None and p is not None:
         total = p + (c or 0)
-    return Usage(p, c, total, _int(pd.get("cached_tokens")) if isinstance(pd, dict) else None,
-                 _int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else None, UPSTREAM)
+    return Usage(
+        p,
+        c,
+        total,
+        _int(pd.get("cached_tokens")) if isinstance(pd, dict) else None,
+        _int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else None,
+        UPSTREAM,
+    )
 
 
 def sse_payloads(chunks: list[bytes]) -> list[bytes]:
@@ -92,8 +98,10 @@ def _content_deltas(events: list[dict[str, Any]]) -> int:
         for ch in ev.get("choices") or ():
             if isinstance(ch, dict):
                 d = ch.get("delta")
-                if (isinstance(d, dict) and (d.get("content") or d.get("reasoning_content") or d.get("tool_calls"))) \
-                        or ch.get("text"):
+                if (
+                    isinstance(d, dict)
+                    and (d.get("content") or d.get("reasoning_content") or d.get("tool_calls"))
+                ) or ch.get("text"):
                     n += 1
         if ev.get("type") == "response.output_text.delta":
             n += 1
@@ -144,7 +152,11 @@ def extract(rec: RequestRecord, count_tokens: Any = None) -> tuple[Usage, list[d
         return usage, events
     # Estimate only where a model server did work that it could not report: the client left, the
     # upstream went silent, or a stream broke. A refused or failed request (4xx/5xx body) counts nothing.
-    if rec.served_model is None or rec.request is None or not (rec.chunks or rec.outcome in (CLIENT_GONE, TIMEOUT)):
+    if (
+        rec.served_model is None
+        or rec.request is None
+        or not (rec.chunks or rec.outcome in (CLIENT_GONE, TIMEOUT))
+    ):
         return Usage(), events
     completion = _content_deltas(events) if events is not None else 0
     prompt = count_tokens(request_text(rec.request)) if count_tokens else None

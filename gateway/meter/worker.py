@@ -63,8 +63,12 @@ class MeterPool:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=init, initargs=(self.settings, self.table_id))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init,
+                initargs=(self.settings, self.table_id),
+            )
         return self._pool
 
     async def run(self, batch: list[RequestRecord]) -> LedgerBatch:

@@ -62,8 +62,9 @@ class Plan:
             return False
         verdict = decide(self.rules, cause)
         if verdict == "local_only":
-            raise errors.LocalOnlyUnavailable(local_only_message(
-                self.rules.team, cause, self.route.requested if self.route else "?"))
+            raise errors.LocalOnlyUnavailable(
+                local_only_message(self.rules.team, cause, self.route.requested if self.route else "?")
+            )
         return verdict == "hosted"
 
 
@@ -78,21 +79,25 @@ class Gate:
     def identify(self, headers: list[tuple[bytes, bytes]]) -> Identity | None:
         return self.auth.identify(headers)
 
-    async def admit(self, ident: Identity | None, path: str, payload: dict[str, Any] | None, model: str) -> Plan:
+    async def admit(
+        self, ident: Identity | None, path: str, payload: dict[str, Any] | None, model: str
+    ) -> Plan:
         book = self.book  # one snapshot for the whole decision, whatever a reload does meanwhile
         rules = book.rules(ident.team if ident is not None else None)
         if rules.plain:
             return Plan(ident, rules, self.router.resolve(model))
         if not rules.allows(model):
-            raise errors.ModelNotAllowed(f"Team `{rules.team or '-'}` may not use the model `{model}`.",
-                                         param="model")
+            raise errors.ModelNotAllowed(
+                f"Team `{rules.team or '-'}` may not use the model `{model}`.", param="model"
+            )
         chat = path in FALLBACK_ENDPOINTS and payload is not None
         estimate = None
         if payload is not None and (rules.needs_tokens or (chat and rules.falls_back_on("context_too_long"))):
             estimate = await _estimate(payload)
         lim = rules.policy.limits
-        ticket = await self.limiter.admit(ident.key_id if ident else None, rules.team or ANONYMOUS, lim,
-                                          estimate or 0)
+        ticket = await self.limiter.admit(
+            ident.key_id if ident else None, rules.team or ANONYMOUS, lim, estimate or 0
+        )
         plan = Plan(ident, rules, None, prompt_tokens=estimate, ticket=ticket)
         try:
             plan.route = self.router.resolve(model)
@@ -106,8 +111,13 @@ class Gate:
             cause: FallbackCause | None = None
             if not any(b.healthy for b in backends):
                 cause = "unavailable"
-            elif rules.falls_back_on("context_too_long") and estimate is not None and too_long(
-                    estimate, requested_max_tokens(payload), context_limit(backends, plan.route.served)):
+            elif (
+                rules.falls_back_on("context_too_long")
+                and estimate is not None
+                and too_long(
+                    estimate, requested_max_tokens(payload), context_limit(backends, plan.route.served)
+                )
+            ):
                 cause = "context_too_long"
             elif rules.falls_back_on("overloaded") and all_overloaded(backends, book.hosted.overload):
                 cause = "overloaded"
@@ -140,12 +150,14 @@ async def _estimate(payload: dict[str, Any]) -> int:
 
         def count() -> int:
             return count_chat_prompt(messages, tools if isinstance(tools, list) else None, spec)
+
         size = sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict))
     else:
         text = request_text(payload)
 
         def count() -> int:
             return count_text(text, spec)
+
         size = len(text)
     return await asyncio.to_thread(count) if size > _THREAD_CHARS else count()
 
@@ -161,7 +173,7 @@ def total_tokens(rec: RequestRecord) -> int | None:
             start = chunk.rfind(b"data:", 0, at)
             end = chunk.find(b"\n\n", at)
             try:
-                event = orjson.loads(chunk[start + 5:end if end >= 0 else None])
+                event = orjson.loads(chunk[start + 5 : end if end >= 0 else None])
             except orjson.JSONDecodeError:
                 return None
             return _total(event.get("usage") if isinstance(event, dict) else None)
@@ -181,5 +193,8 @@ def _total(usage: Any) -> int | None:
     total = usage.get("total_tokens")
     if isinstance(total, int):
         return total
-    p, c = usage.get("prompt_tokens", usage.get("input_tokens")), usage.get("completion_tokens", usage.get("output_tokens"))
+    p, c = (
+        usage.get("prompt_tokens", usage.get("input_tokens")),
+        usage.get("completion_tokens", usage.get("output_tokens")),
+    )
     return p + (c or 0) if isinstance(p, int) else None

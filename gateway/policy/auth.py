@@ -56,9 +56,11 @@ def resolve_mode(auth: AuthSettings, server: ServerSettings) -> Literal["open", 
     if auth.mode is None:
         return "open" if is_loopback(server.host) else "keys"
     if auth.mode == "open" and not is_loopback(server.host) and not auth.allow_open_non_loopback:
-        raise ValueError(f"auth.mode is open but the gateway binds {server.host}, which is not loopback: "
-                         "anyone who can reach it could use it. Use auth.mode: keys, bind 127.0.0.1, or set "
-                         "auth.allow_open_non_loopback: true to force it.")
+        raise ValueError(
+            f"auth.mode is open but the gateway binds {server.host}, which is not loopback: "
+            "anyone who can reach it could use it. Use auth.mode: keys, bind 127.0.0.1, or set "
+            "auth.allow_open_non_loopback: true to force it."
+        )
     return auth.mode
 
 
@@ -95,7 +97,9 @@ class Authenticator:
         if key is None:
             if self.mode == "open":
                 return None
-            raise errors.MissingApiKey("You didn't provide an API key. Send it as `Authorization: Bearer <key>`.")
+            raise errors.MissingApiKey(
+                "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
+            )
         rec = self.ring.find(key)
         if rec is not None:
             return Identity(rec.key_id, rec.name, rec.team)

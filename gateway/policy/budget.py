@@ -171,8 +171,9 @@ class Budgets:
             out.append(Counter(f"{t}:{month}", budget.usd_per_month, month))
         return tuple(out)
 
-    async def reserve(self, team: str | None, budget: BudgetSettings, amount: Decimal,
-                      now: float | None = None) -> Reservation | None:
+    async def reserve(
+        self, team: str | None, budget: BudgetSettings, amount: Decimal, now: float | None = None
+    ) -> Reservation | None:
         """Reserve ``amount`` USD, or raise BudgetExceeded (Retry-After: when the period ends)."""
         now = time.time() if now is None else now
         counters = self.plan(team, budget, now)
@@ -185,7 +186,8 @@ class Budgets:
             raise errors.BudgetExceeded(
                 f"Team `{team or ANONYMOUS}` has reached its {what} hosted budget of ${c.limit} ({c.period}); "
                 f"this request could cost up to ${amount.quantize(Decimal('0.000001'), ROUND_CEILING)}.",
-                headers={"retry-after": str(seconds_left(c.period, now))})
+                headers={"retry-after": str(seconds_left(c.period, now))},
+            )
         return Reservation(counters, amount)
 
     async def settle(self, res: Reservation | None, actual: Decimal) -> None:
@@ -196,7 +198,9 @@ class Budgets:
         if actual != res.amount:
             await self.counters.add([c.key for c in res.counters], actual - res.amount)
 
-    async def spent(self, team: str | None, budget: BudgetSettings, now: float | None = None) -> dict[str, Any]:
+    async def spent(
+        self, team: str | None, budget: BudgetSettings, now: float | None = None
+    ) -> dict[str, Any]:
         """Committed money per configured period (for the admin and usage views)."""
         out: dict[str, Any] = {}
         for c in self.plan(team, budget, time.time() if now is None else now):

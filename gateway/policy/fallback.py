@@ -33,8 +33,11 @@ FALLBACK_ENDPOINTS = frozenset({"/v1/chat/completions"})
 def is_overloaded(b: Backend, overload: OverloadSettings) -> bool:
     if overload.max_waiting is not None and b.waiting is not None and b.waiting > overload.max_waiting:
         return True
-    return (overload.max_kv_cache_usage is not None and b.kv_cache_usage is not None
-            and b.kv_cache_usage > overload.max_kv_cache_usage)
+    return (
+        overload.max_kv_cache_usage is not None
+        and b.kv_cache_usage is not None
+        and b.kv_cache_usage > overload.max_kv_cache_usage
+    )
 
 
 def all_overloaded(backends: Sequence[Backend], overload: OverloadSettings) -> bool:
@@ -86,5 +89,7 @@ _WHY: dict[FallbackCause, str] = {
 
 def local_only_message(team: str | None, cause: FallbackCause, model: str) -> str:
     """What a local_only team is told when its request would have needed a hosted model."""
-    return (f"The request for `{model}` cannot be served locally ({_WHY[cause]}), and team `{team or '-'}` "
-            "is local_only: requests never leave this box, so no hosted fallback is used.")
+    return (
+        f"The request for `{model}` cannot be served locally ({_WHY[cause]}), and team `{team or '-'}` "
+        "is local_only: requests never leave this box, so no hosted fallback is used."
+    )

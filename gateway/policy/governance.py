@@ -49,7 +49,9 @@ class Governance:
         self.auth = Authenticator(resolve_mode(settings.auth, settings.server), settings.auth.admin_key_env)
         lim = settings.limits
         windows: Windows = RedisWindows(lim.redis_url, lim.redis_prefix) if lim.redis_url else MemoryWindows()
-        counters: Counters = RedisCounters(lim.redis_url, lim.redis_prefix) if lim.redis_url else MemoryCounters()
+        counters: Counters = (
+            RedisCounters(lim.redis_url, lim.redis_prefix) if lim.redis_url else MemoryCounters()
+        )
         self.limiter = RateLimiter(windows)
         self.budgets = Budgets(counters)
         self.book = PolicyBook(settings)
@@ -82,8 +84,13 @@ class Governance:
 
             await asyncio.to_thread(load)  # litellm takes seconds to import: not on a request
         self._task = asyncio.create_task(self._watch_keys(), name="nometer-keys")
-        log.info("auth mode %s; %d active keys; %d team policies%s", self.auth.mode, len(self.auth.ring),
-                 len(self.book.teams), "; hosted fallback on" if self.hosted is not None else "")
+        log.info(
+            "auth mode %s; %d active keys; %d team policies%s",
+            self.auth.mode,
+            len(self.auth.ring),
+            len(self.book.teams),
+            "; hosted fallback on" if self.hosted is not None else "",
+        )
 
     async def _seed_budgets(self, store: Any) -> None:
         """Counters start from the ledger's hosted spend; existing counters are kept (they hold
@@ -121,14 +128,20 @@ class Governance:
             from adapters.hosted import load
 
             await asyncio.to_thread(load)
-        ignored = [name for name in ("server", "backends", "managed", "ledger", "auth", "limits")
-                   if getattr(new, name) != getattr(self.boot, name)]
+        ignored = [
+            name
+            for name in ("server", "backends", "managed", "ledger", "auth", "limits")
+            if getattr(new, name) != getattr(self.boot, name)
+        ]
         self._apply(book)
         self.settings = new
         if self._store is not None:
             await self._seed_budgets(self._store)  # a team that just got a budget starts from its spend
-        log.info("policy reloaded: %d team policies%s", len(book.teams),
-                 f"; changes to {', '.join(ignored)} need a restart" if ignored else "")
+        log.info(
+            "policy reloaded: %d team policies%s",
+            len(book.teams),
+            f"; changes to {', '.join(ignored)} need a restart" if ignored else "",
+        )
         return {"teams": sorted(book.teams), "warnings": book.warnings(), "restart_needed_for": ignored}
 
     async def stop(self) -> None:

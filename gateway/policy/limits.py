@@ -83,14 +83,14 @@ class MemoryWindows:
         frac = now / WINDOW_S - idx
         wait, which = 0.0, -1
         slots = [self._slot(c.key, idx) for c in checks]
-        for i, (c, s) in enumerate(zip(checks, slots)):
+        for i, (c, s) in enumerate(zip(checks, slots, strict=False)):
             if s[1] * (1 - frac) + s[2] + c.amount > c.limit:
                 w = max(retry_after(s[1], s[2], frac, c.limit, c.amount), 0.001)
                 if w > wait:
                     wait, which = w, i
         if which >= 0:
             return wait, which
-        for c, s in zip(checks, slots):
+        for c, s in zip(checks, slots, strict=False):
             s[2] += c.amount
         return 0.0, -1
 
@@ -184,7 +184,9 @@ class RateLimiter:
     def __init__(self, windows: Windows):
         self.windows = windows
 
-    async def admit(self, key_id: str | None, team: str | None, limits: Any, prompt_tokens: int) -> Ticket | None:
+    async def admit(
+        self, key_id: str | None, team: str | None, limits: Any, prompt_tokens: int
+    ) -> Ticket | None:
         """Count this request against ``limits`` (a ``TeamLimits``); raise RateLimited if any is full."""
         checks: list[Check] = []
         token_keys: list[str] = []
@@ -208,8 +210,10 @@ class RateLimiter:
             who = f"team `{full.ident}`" if full.scope == "team" else f"key `{full.ident}`"
             unit = "requests" if full.metric == "rpm" else "tokens"
             cls = errors.TokenRateLimited if full.metric == "tpm" else errors.RateLimited
-            raise cls(f"Rate limit reached for {who}: {full.limit} {unit} per minute. "
-                      f"Try again in {seconds}s.", headers={"retry-after": str(seconds)})
+            raise cls(
+                f"Rate limit reached for {who}: {full.limit} {unit} per minute. Try again in {seconds}s.",
+                headers={"retry-after": str(seconds)},
+            )
         return Ticket(tuple(token_keys), prompt_tokens) if token_keys else None
 
     async def settle(self, ticket: Ticket | None, tokens: int | None) -> None:

@@ -34,9 +34,22 @@ class TeamRules:
             allowed = frozenset(m for m in policy.models if not _GLOB & set(m))
             patterns = tuple(m for m in policy.models if _GLOB & set(m))
         lim, bud = policy.limits, policy.budget
-        plain = (policy.models is None and not policy.fallback.models and not policy.local_only
-                 and all(v is None for v in (lim.key.rpm, lim.key.tpm, lim.team.rpm, lim.team.tpm,
-                                             bud.usd_per_day, bud.usd_per_month)))
+        plain = (
+            policy.models is None
+            and not policy.fallback.models
+            and not policy.local_only
+            and all(
+                v is None
+                for v in (
+                    lim.key.rpm,
+                    lim.key.tpm,
+                    lim.team.rpm,
+                    lim.team.tpm,
+                    bud.usd_per_day,
+                    bud.usd_per_month,
+                )
+            )
+        )
         return cls(team, policy, allowed, patterns or (), plain)
 
     def allows(self, model: str) -> bool:

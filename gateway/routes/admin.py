@@ -1,12 +1,12 @@
 """Admin API (admin key only): keys and policy reload. And ``/v1/nometer/usage`` for any caller.
 
-    GET  /v1/nometer/admin/keys[?team=T]          list keys (never the key itself)
-    POST /v1/nometer/admin/keys                   {"team": T, "name": N} -> the key, shown once
-    POST /v1/nometer/admin/keys/{id}/disable      stops working at once
-    POST /v1/nometer/admin/keys/{id}/rotate       {"grace_s": 0} -> a new key; the old one stops
-    POST /v1/nometer/admin/reload                 re-read the config file's policy
-    GET  /v1/nometer/admin/teams                  policy and budget state per team
-    GET  /v1/nometer/usage[?limit=&team=]         the caller's team's recent ledger rows
+GET  /v1/nometer/admin/keys[?team=T]          list keys (never the key itself)
+POST /v1/nometer/admin/keys                   {"team": T, "name": N} -> the key, shown once
+POST /v1/nometer/admin/keys/{id}/disable      stops working at once
+POST /v1/nometer/admin/keys/{id}/rotate       {"grace_s": 0} -> a new key; the old one stops
+POST /v1/nometer/admin/reload                 re-read the config file's policy
+GET  /v1/nometer/admin/teams                  policy and budget state per team
+GET  /v1/nometer/usage[?limit=&team=]         the caller's team's recent ledger rows
 """
 
 from __future__ import annotations
@@ -25,9 +25,28 @@ from gateway.policy.auth import identity, require_admin, visible_team
 from gateway.policy.governance import Governance
 from gateway.runtime import Runtime, json_response
 
-_USAGE_COLUMNS = ("request_id", "ts", "endpoint", "requested_model", "served_model", "route", "provider",
-                  "fallback_cause", "outcome", "status", "stream", "prompt_tokens", "completion_tokens",
-                  "total_tokens", "usage_source", "latency_ms", "key_id", "team", "tag", "hosted_cost_pusd")
+_USAGE_COLUMNS = (
+    "request_id",
+    "ts",
+    "endpoint",
+    "requested_model",
+    "served_model",
+    "route",
+    "provider",
+    "fallback_cause",
+    "outcome",
+    "status",
+    "stream",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "usage_source",
+    "latency_ms",
+    "key_id",
+    "team",
+    "tag",
+    "hosted_cost_pusd",
+)
 
 
 def _gov(request: Request) -> Governance:
@@ -107,8 +126,10 @@ async def teams(request: Request) -> Response:
     out = {}
     for name, rules in [(None, book.default), *book.teams.items()]:
         p = rules.policy
-        out[name or "*"] = {"policy": p.model_dump(mode="json"),
-                            "budget": await gov.budgets.spent(name, p.budget)}
+        out[name or "*"] = {
+            "policy": p.model_dump(mode="json"),
+            "budget": await gov.budgets.spent(name, p.budget),
+        }
     return json_response({"object": "nometer.teams", "auth_mode": gov.auth.mode, "teams": out})
 
 
@@ -125,13 +146,21 @@ async def usage(request: Request) -> Response:
         rows = await rt.store.fetch(f"SELECT {cols} FROM usage_events ORDER BY id DESC LIMIT {limit}")
     else:
         p = "?" if ph == "?" else "$1"
-        rows = await rt.store.fetch(f"SELECT {cols} FROM usage_events WHERE team = {p} ORDER BY id DESC "
-                                    f"LIMIT {limit}", [team])
+        rows = await rt.store.fetch(
+            f"SELECT {cols} FROM usage_events WHERE team = {p} ORDER BY id DESC LIMIT {limit}", [team]
+        )
     ident = identity(request)
     gov = _gov(request)
     budget = await gov.budgets.spent(team, gov.book.rules(team).policy.budget) if team is not None else {}
-    return json_response({"object": "list", "team": team, "key_id": ident.key_id if ident else None,
-                          "budget": budget, "data": rows[::-1]})
+    return json_response(
+        {
+            "object": "list",
+            "team": team,
+            "key_id": ident.key_id if ident else None,
+            "budget": budget,
+            "data": rows[::-1],
+        }
+    )
 
 
 routes = [

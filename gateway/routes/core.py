@@ -16,8 +16,17 @@ _CREATED = int(time.time())
 
 
 def _backend_view(rt: Runtime) -> list[dict[str, object]]:
-    return [{"name": b.name, "healthy": b.healthy, "models": sorted(b.models), "outstanding": b.outstanding,
-             "managed": b.managed, "error": b.last_error} for b in rt.router.backends]
+    return [
+        {
+            "name": b.name,
+            "healthy": b.healthy,
+            "models": sorted(b.models),
+            "outstanding": b.outstanding,
+            "managed": b.managed,
+            "error": b.last_error,
+        }
+        for b in rt.router.backends
+    ]
 
 
 async def healthz(request: Request) -> Response:
@@ -30,8 +39,11 @@ async def readyz(request: Request) -> Response:
     if any(b.healthy for b in rt.router.backends):
         return json_response({"status": "ready", "backends": backends})
     reason = "no backend configured" if not backends else "no healthy backend"
-    return json_response({"status": "unavailable", "reason": reason, "backends": backends}, status=503,
-                         headers={"retry-after": "5"})
+    return json_response(
+        {"status": "unavailable", "reason": reason, "backends": backends},
+        status=503,
+        headers={"retry-after": "5"},
+    )
 
 
 def _model_entries(rt: Runtime) -> list[dict[str, object]]:
@@ -39,12 +51,15 @@ def _model_entries(rt: Runtime) -> list[dict[str, object]]:
     for b in rt.router.backends:
         for m in b.models:
             owners.setdefault(m, b.name)
-    out: list[dict[str, object]] = [{"id": m, "object": "model", "created": _CREATED, "owned_by": owner}
-                                    for m, owner in sorted(owners.items())]
+    out: list[dict[str, object]] = [
+        {"id": m, "object": "model", "created": _CREATED, "owned_by": owner}
+        for m, owner in sorted(owners.items())
+    ]
     for alias, target in sorted(rt.router.aliases.items()):
         if target in owners and alias not in owners:
-            out.append({"id": alias, "object": "model", "created": _CREATED, "owned_by": "nometer",
-                        "root": target})
+            out.append(
+                {"id": alias, "object": "model", "created": _CREATED, "owned_by": "nometer", "root": target}
+            )
     return out
 
 

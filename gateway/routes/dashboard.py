@@ -23,7 +23,7 @@ _HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",  # the page URL may carry ?key=
     "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 }
 
 
@@ -45,7 +45,9 @@ async def asset(request: Request) -> Response:
 
 async def slash(request: Request) -> Response:
     # the page uses relative URLs (it may sit behind a path prefix): keep it at /dashboard
-    return RedirectResponse("../dashboard" + (f"?{request.url.query}" if request.url.query else ""), status_code=308)
+    return RedirectResponse(
+        "../dashboard" + (f"?{request.url.query}" if request.url.query else ""), status_code=308
+    )
 
 
 routes = [

@@ -31,15 +31,30 @@ def caller_team(request: Request) -> tuple[bool, str | None]:
 
 def hardware_usd(rt: Runtime) -> Decimal:
     meter = rt.settings.meter
-    boxes = [meter.backend_box.get(b.name, meter.box) for b in rt.router.backends if b.name in meter.backend_box]
+    boxes = [
+        meter.backend_box.get(b.name, meter.box) for b in rt.router.backends if b.name in meter.backend_box
+    ]
     return sum((b.hardware_usd for b in boxes), Decimal(0)) or meter.box.hardware_usd
 
 
 async def run_report(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
-    results = {name: await rt.store.fetch(sql, params) for name, (sql, params) in queries(q, rt.store.placeholder).items()}
-    primary = q.compare[0] if q.compare else (rt.settings.meter.references[0] if rt.settings.meter.references else None)
-    return build(q, results, hardware_usd=hardware_usd(rt), primary=primary, now=time.time(),
-                 order=rt.settings.meter.references)
+    results = {
+        name: await rt.store.fetch(sql, params)
+        for name, (sql, params) in queries(q, rt.store.placeholder).items()
+    }
+    primary = (
+        q.compare[0]
+        if q.compare
+        else (rt.settings.meter.references[0] if rt.settings.meter.references else None)
+    )
+    return build(
+        q,
+        results,
+        hardware_usd=hardware_usd(rt),
+        primary=primary,
+        now=time.time(),
+        order=rt.settings.meter.references,
+    )
 
 
 def parse_query(request: Request) -> ReportQuery:
@@ -79,8 +94,11 @@ async def receipt(request: Request) -> Response:
         raise errors.RouteNotFound(f"No receipt for request `{rid}`.", param="request_id")
     event = rows[0]
     if event["price_table_id"] is None:
-        raise errors.RouteNotFound(f"Request `{rid}` was not metered (outcome {event['outcome']}, "
-                                   f"route {event['route']}): it has no receipt.", param="request_id")
+        raise errors.RouteNotFound(
+            f"Request `{rid}` was not metered (outcome {event['outcome']}, "
+            f"route {event['route']}): it has no receipt.",
+            param="request_id",
+        )
     shadows = await rt.store.fetch(receipts.SHADOW_SQL.format(p="?" if ph == "?" else "$1"), [event["uid"]])
     assert rt.prices is not None
     data = receipts.recompute(event, shadows, rt.prices)

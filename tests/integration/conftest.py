@@ -55,8 +55,7 @@ def _server(request: pytest.FixtureRequest, fleet: VllmFleet, name: str) -> Vllm
     try:
         return fleet.get(name, wanted)
     except VllmError as exc:
-        pytest.fail(f"{name}: {exc}\n(NOMETER_SKIP_VLLM=1 skips real-vLLM tests locally)",
-                    pytrace=False)
+        pytest.fail(f"{name}: {exc}\n(NOMETER_SKIP_VLLM=1 skips real-vLLM tests locally)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -31,31 +31,82 @@ from tests.support.gateway_server import GatewayServer, gateway_settings
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana" / "nometer-dashboard.json"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ADMIN_ENV = "NOMETER_TEST_DASHBOARD_ADMIN_KEY"
 ADMIN_KEY = "sk-nometer-admin-dashboard-test"
 HOSTED_ENV = "NOMETER_TEST_DASHBOARD_HOSTED_KEY"
 DEMO_PER_WEEKDAY = 2000  # ledger copies per weekday (see replay): a month of a busy small team
-WORDS = ["the", "gateway", "relays", "every", "token", "as", "it", "arrives", "while", "the", "meter", "counts", "what", "a", "cloud", "model", "would", "have", "billed", "for", "the", "same", "request", "and", "the", "box", "keeps", "the", "difference"]
+WORDS = [
+    "the",
+    "gateway",
+    "relays",
+    "every",
+    "token",
+    "as",
+    "it",
+    "arrives",
+    "while",
+    "the",
+    "meter",
+    "counts",
+    "what",
+    "a",
+    "cloud",
+    "model",
+    "would",
+    "have",
+    "billed",
+    "for",
+    "the",
+    "same",
+    "request",
+    "and",
+    "the",
+    "box",
+    "keeps",
+    "the",
+    "difference",
+]
 
 # (team, tag, prompt words, completion tokens, stream): a small org's month, in request order
 TRAFFIC: list[tuple[str, str | None, int, int, bool]] = [
     (team, tag, words, out, i % 3 == 0)
-    for i, (team, tag, words, out) in enumerate([
-        ("research", "agent-run-1842", 2600, 420), ("platform", "nightly-summaries", 1400, 160),
-        ("research", "eval-mmlu-v3", 900, 12), ("support-bot", None, 350, 90),
-        ("research", "agent-run-1842", 3100, 380), ("platform", "codegen-sweep", 1800, 640),
-        ("support-bot", "ticket-triage", 500, 60), ("research", "exp-rag-chunking", 2200, 300),
-        ("platform", "nightly-summaries", 1500, 150), ("research", "eval-mmlu-v3", 950, 10),
-        ("support-bot", "ticket-triage", 420, 70), ("research", "agent-run-1907", 2800, 510),
-        ("platform", "codegen-sweep", 2100, 700), ("research", "exp-rag-chunking", 2500, 280),
-        ("support-bot", None, 300, 80), ("research", "agent-run-1907", 3300, 560),
-        ("platform", "nightly-summaries", 1600, 170), ("research", "eval-mmlu-v3", 1000, 14),
-        ("support-bot", "ticket-triage", 480, 75), ("research", "agent-run-1955", 3600, 600),
-        ("platform", "codegen-sweep", 2300, 760), ("research", "exp-rag-chunking", 2700, 320),
-        ("support-bot", "ticket-triage", 520, 66), ("research", "agent-run-1955", 3900, 640),
-    ])
+    for i, (team, tag, words, out) in enumerate(
+        [
+            ("research", "agent-run-1842", 2600, 420),
+            ("platform", "nightly-summaries", 1400, 160),
+            ("research", "eval-mmlu-v3", 900, 12),
+            ("support-bot", None, 350, 90),
+            ("research", "agent-run-1842", 3100, 380),
+            ("platform", "codegen-sweep", 1800, 640),
+            ("support-bot", "ticket-triage", 500, 60),
+            ("research", "exp-rag-chunking", 2200, 300),
+            ("platform", "nightly-summaries", 1500, 150),
+            ("research", "eval-mmlu-v3", 950, 10),
+            ("support-bot", "ticket-triage", 420, 70),
+            ("research", "agent-run-1907", 2800, 510),
+            ("platform", "codegen-sweep", 2100, 700),
+            ("research", "exp-rag-chunking", 2500, 280),
+            ("support-bot", None, 300, 80),
+            ("research", "agent-run-1907", 3300, 560),
+            ("platform", "nightly-summaries", 1600, 170),
+            ("research", "eval-mmlu-v3", 1000, 14),
+            ("support-bot", "ticket-triage", 480, 75),
+            ("research", "agent-run-1955", 3600, 600),
+            ("platform", "codegen-sweep", 2300, 760),
+            ("research", "exp-rag-chunking", 2700, 320),
+            ("support-bot", "ticket-triage", 520, 66),
+            ("research", "agent-run-1955", 3900, 640),
+        ]
+    )
 ]
 
 
@@ -86,8 +137,9 @@ class World:
 
     def report(self, by: str, key: str = ADMIN_KEY, since: str | None = "30d") -> dict[str, Any]:
         params = {"by": by, **({"since": since} if since else {})}
-        r = httpx.get(self.gateway.url + "/v1/nometer/report", params=params,
-                      headers={"authorization": f"Bearer {key}"})
+        r = httpx.get(
+            self.gateway.url + "/v1/nometer/report", params=params, headers={"authorization": f"Bearer {key}"}
+        )
         assert r.status_code == 200, r.text
         data: dict[str, Any] = r.json()
         return data
@@ -111,7 +163,12 @@ def replay(db: Path, per_weekday: int) -> int:
         new_events, new_shadows = [], []
         for back in range(30):
             weekend = (now - dt.timedelta(days=back)).weekday() >= 5
-            n = round(per_weekday * (0.35 if weekend else 1.0) * (0.45 + 0.55 * (29 - back) / 29) * (0.3 if back == 0 else 1))
+            n = round(
+                per_weekday
+                * (0.35 if weekend else 1.0)
+                * (0.45 + 0.55 * (29 - back) / 29)
+                * (0.3 if back == 0 else 1)
+            )
             for k in range(n):
                 e = dict(events[(k * 7 + back) % len(events)])
                 if e["route"] == "hosted" and k % 5:  # fallback stays the exception
@@ -123,10 +180,14 @@ def replay(db: Path, per_weekday: int) -> int:
                     new_shadows.append(tuple(uid if col == "event_uid" else sh[col] for col in scols))
                 e["uid"], e["request_id"] = uid, f"{e['request_id']}-{back}-{k}"
                 new_events.append(tuple(e[col] for col in ecols))
-        c.executemany(f"INSERT INTO usage_events ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})",
-                      new_events)
-        c.executemany(f"INSERT INTO shadow_costs ({', '.join(scols)}) VALUES ({', '.join('?' * len(scols))})",
-                      new_shadows)
+        c.executemany(
+            f"INSERT INTO usage_events ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})",
+            new_events,
+        )
+        c.executemany(
+            f"INSERT INTO shadow_costs ({', '.join(scols)}) VALUES ({', '.join('?' * len(scols))})",
+            new_shadows,
+        )
         return len(new_events)
 
 
@@ -136,28 +197,59 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with pytest.MonkeyPatch.context() as mp, FakeUpstream() as fake:
         mp.setenv(ADMIN_ENV, ADMIN_KEY)
         mp.setenv(HOSTED_ENV, "sk-fake-hosted")
-        keys = {team: KeyStore(tmp / "ledger.db").create(team)[0] for team in ("research", "platform", "support-bot")}
-        hosted = {"models": {"openai/fake-model": {"api_base": fake.base_url, "api_key_env": HOSTED_ENV,
-                                                   "price_as": "gpt-4.1-mini"}}}
+        keys = {
+            team: KeyStore(tmp / "ledger.db").create(team)[0]
+            for team in ("research", "platform", "support-bot")
+        }
+        hosted = {
+            "models": {
+                "openai/fake-model": {
+                    "api_base": fake.base_url,
+                    "api_key_env": HOSTED_ENV,
+                    "price_as": "gpt-4.1-mini",
+                }
+            }
+        }
         fallback = {"fallback": {"models": ["openai/fake-model"], "triggers": ["model_missing"]}}
-        settings = gateway_settings(tmp, [fake.base_url], auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
-                                    aliases={"gpt-4o": "fake-model"}, hosted=hosted, teams={"platform": fallback})
+        settings = gateway_settings(
+            tmp,
+            [fake.base_url],
+            auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
+            aliases={"gpt-4o": "fake-model"},
+            hosted=hosted,
+            teams={"platform": fallback},
+        )
         g = GatewayServer(settings).start()
         try:
             with httpx.Client(base_url=g.base_url, timeout=30) as client:
                 for i, (team, tag, words, out, stream) in enumerate(TRAFFIC):
-                    headers = {"authorization": f"Bearer {keys[team]}", **({"x-nometer-tag": tag} if tag else {})}
-                    body = {"model": "gpt-4o" if i % 4 == 1 else "fake-model", "max_tokens": out, "stream": stream,
-                            "messages": [{"role": "user", "content": prompt(words, i)}]}
+                    headers = {
+                        "authorization": f"Bearer {keys[team]}",
+                        **({"x-nometer-tag": tag} if tag else {}),
+                    }
+                    body = {
+                        "model": "gpt-4o" if i % 4 == 1 else "fake-model",
+                        "max_tokens": out,
+                        "stream": stream,
+                        "messages": [{"role": "user", "content": prompt(words, i)}],
+                    }
                     r = client.post("/chat/completions", json=body, headers=headers)
                     assert r.status_code == 200, r.text
                 # a model the box does not serve: the platform team falls back to the hosted model
                 hosted_n = 2
                 for i in range(hosted_n):
-                    r = client.post("/chat/completions", headers={"authorization": f"Bearer {keys['platform']}",
-                                                                  "x-nometer-tag": "codegen-sweep"},
-                                    json={"model": "gpt-4.1-mini", "max_tokens": 200,
-                                          "messages": [{"role": "user", "content": prompt(900, i)}]})
+                    r = client.post(
+                        "/chat/completions",
+                        headers={
+                            "authorization": f"Bearer {keys['platform']}",
+                            "x-nometer-tag": "codegen-sweep",
+                        },
+                        json={
+                            "model": "gpt-4.1-mini",
+                            "max_tokens": 200,
+                            "messages": [{"role": "user", "content": prompt(900, i)}],
+                        },
+                    )
                     assert r.status_code == 200 and r.headers["x-nometer-route"] == "hosted", r.text
             rows = g.wait_rows(len(TRAFFIC) + hosted_n)
             assert len(rows) == len(TRAFFIC) + hosted_n
@@ -180,8 +272,13 @@ def browser() -> Iterator[Any]:
 
 def open_dashboard(browser: Any, world: World, query: str = "") -> tuple[Any, list[str], list[str]]:
     """A fresh page on /dashboard (its own session storage), with console errors and every URL it asked for."""
-    ctx = browser.new_context(viewport={"width": 1440, "height": 1000}, device_scale_factor=1,
-                              color_scheme="light", timezone_id="UTC", locale="en-US")
+    ctx = browser.new_context(
+        viewport={"width": 1440, "height": 1000},
+        device_scale_factor=1,
+        color_scheme="light",
+        timezone_id="UTC",
+        locale="en-US",
+    )
     page = ctx.new_page()
     errors: list[str] = []
     urls: list[str] = []
@@ -194,7 +291,7 @@ def open_dashboard(browser: Any, world: World, query: str = "") -> tuple[Any, li
 
 def wait_ready(page: Any) -> None:
     page.wait_for_selector("body[data-state=ready]", timeout=15_000)
-    page.wait_for_selector('[data-testid=backend]', timeout=15_000)
+    page.wait_for_selector("[data-testid=backend]", timeout=15_000)
 
 
 def text(page: Any, selector: str) -> str:
@@ -216,7 +313,7 @@ def expect_ref_money(page: Any, selector: str, amounts: dict[str, str | None], r
     if ref in amounts:
         expect_money(page, selector, amounts[ref])
     else:
-        assert money_at(page, selector) == ("", "–"), selector
+        assert money_at(page, selector) == ("", "\u2013"), selector
 
 
 def expect_table(page: Any, dim: str, rep: dict[str, Any], ref: str) -> None:
@@ -247,8 +344,9 @@ def test_dashboard_is_self_contained_and_public(world: World) -> None:
         assert set(re.findall(r"https?://[^\s'\"`)]+", body)) <= {"http://www.w3.org/2000/svg"}
     assert httpx.get(g.url + "/dashboard/secrets.txt").status_code == 404
     slash = httpx.get(g.url + "/dashboard/?since=7d")
-    assert slash.status_code == 308 and httpx.URL(g.url + "/dashboard/").join(slash.headers["location"]) == \
-        httpx.URL(g.url + "/dashboard?since=7d")
+    assert slash.status_code == 308 and httpx.URL(g.url + "/dashboard/").join(
+        slash.headers["location"]
+    ) == httpx.URL(g.url + "/dashboard?since=7d")
     # keys mode: the page is public (it holds no data), the data it reads is not
     assert httpx.get(g.url + "/v1/nometer/report").status_code == 401
 
@@ -274,13 +372,22 @@ def test_dashboard_equals_the_json_report(world: World, browser: Any, tmp_path: 
         assert text(page, "[data-testid=scope]") == "all teams"
         pb = day["payback"]
         assert float(page.get_attribute("[data-testid=payback-days]", "data-value")) == pb["days_to_payback"]
-        assert text(page, "[data-testid=payback-days]") == f"{pb['days_to_payback']:,.1f}".removesuffix(".0") + " days"
-        assert pb["payback_date"] is not None and pb["payback_date"] in text(page, "[data-testid=payback-note]")
+        assert (
+            text(page, "[data-testid=payback-days]")
+            == f"{pb['days_to_payback']:,.1f}".removesuffix(".0") + " days"
+        )
+        assert pb["payback_date"] is not None and pb["payback_date"] in text(
+            page, "[data-testid=payback-note]"
+        )
         # per team / model / tag, and the top tags ordered by savings
         for dim, rep in (("team", team), ("model", model), ("tag", tag)):
             expect_table(page, dim, rep, ref)
-        shown = page.locator("[data-testid=table-tag] tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key)")
-        by_savings = sorted((g for g in tag["groups"] if g["key"]), key=lambda g: -Decimal(g["savings_usd"][ref]))
+        shown = page.locator("[data-testid=table-tag] tbody tr").evaluate_all(
+            "rs => rs.map(r => r.dataset.key)"
+        )
+        by_savings = sorted(
+            (g for g in tag["groups"] if g["key"]), key=lambda g: -Decimal(g["savings_usd"][ref])
+        )
         assert shown == [g["key"] for g in by_savings][:10]
         assert {g["key"] for g in team["groups"]} == {"research", "platform", "support-bot"}
         # estimates are marked; every reference is listed with its cloud cost
@@ -305,14 +412,15 @@ def test_dashboard_equals_the_json_report(world: World, browser: Any, tmp_path: 
             d = page.get_attribute(f'{svg} path[data-series="{series}"]', "d")
             assert d is not None and d.count("L") == days - 1
         points = page.locator(f"{svg} circle.pt").evaluate_all(
-            "cs => cs.map(c => [c.dataset.day, c.dataset.value])")
+            "cs => cs.map(c => [c.dataset.day, c.dataset.value])"
+        )
         assert points == [[g["key"], g["cloud_cost_usd"].get(ref) or ""] for g in day["groups"]]
         assert len(points) >= 20
         # backend health and the price table in use
         b = page.locator("[data-testid=backend]").first
         assert b.get_attribute("data-name") == "backend-0" and b.get_attribute("data-healthy") == "true"
         assert text(page, "[data-testid=backend] [data-testid=backend-state]") == "healthy"
-        assert text(page, "[data-testid=price-tables]") == ", ".join(day["price_tables"]) != "–"
+        assert text(page, "[data-testid=price-tables]") == ", ".join(day["price_tables"]) != "\u2013"
         # the key left the address bar; nothing was fetched from anywhere but the gateway
         assert "key=" not in page.url
         assert all(u.startswith((world.gateway.url + "/", "data:")) for u in urls), urls
@@ -339,7 +447,9 @@ def test_a_team_key_sees_only_its_team(world: World, browser: Any) -> None:
     try:
         wait_ready(page)
         assert text(page, "[data-testid=scope]") == "team support-bot"
-        keys = page.locator("[data-testid=table-team] tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key)")
+        keys = page.locator("[data-testid=table-team] tbody tr").evaluate_all(
+            "rs => rs.map(r => r.dataset.key)"
+        )
         assert keys == ["support-bot"]
         ref = rep["payback"]["reference"]
         expect_money(page, "[data-testid=kpi-savings]", rep["totals"]["savings_usd"][ref])
@@ -376,7 +486,7 @@ def promql_metric_names(expr: str) -> set[str]:
     expr = re.sub(r'"[^"]*"', "", expr)
     names = set()
     for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
-        rest = expr[m.end():].lstrip()
+        rest = expr[m.end() :].lstrip()
         if rest.startswith("(") or m.group() in {"bool", "offset", "and", "or", "unless", "inf", "nan"}:
             continue
         if re.fullmatch(r"\d.*|e\d+", m.group()):
@@ -402,7 +512,10 @@ def test_grafana_dashboard_queries_real_metrics(world: World) -> None:
     # the variables are real labels
     for v in board["templating"]["list"]:
         if v["type"] == "query":
-            assert promql_metric_names(re.sub(r"label_values\((.*),\s*\w+\)", r"\1", v["query"]["query"])) <= samples
+            assert (
+                promql_metric_names(re.sub(r"label_values\((.*),\s*\w+\)", r"\1", v["query"]["query"]))
+                <= samples
+            )
     assert board["uid"] == "nometer" and board["title"]
 
 
@@ -410,19 +523,23 @@ def test_grafana_dashboard_queries_real_metrics(world: World) -> None:
 def test_empty_ledger_and_unpriced_reference(tmp_path: Path, browser: Any) -> None:
     """Before any traffic the page says so; a reference the price table lacks reads "unpriced", never $0."""
     with FakeUpstream() as fake:
-        g = GatewayServer(gateway_settings(tmp_path, [fake.base_url],
-                                           meter={"references": ["gpt-4.1", "acme-private-llm"]})).start()
+        g = GatewayServer(
+            gateway_settings(tmp_path, [fake.base_url], meter={"references": ["gpt-4.1", "acme-private-llm"]})
+        ).start()
         try:
             w = World(g, fake, {}, 0, 0)
             page, errors, _ = open_dashboard(browser, w)
             try:
                 wait_ready(page)
-                assert text(page, "[data-testid=kpi-savings]") == "–"
+                assert text(page, "[data-testid=kpi-savings]") == "\u2013"
                 assert text(page, "[data-testid=kpi-requests]") == "0"
                 assert "No requests" in text(page, "[data-testid=table-team]")
                 assert page.get_attribute("[data-testid=chart-savings] svg", "data-points") == "31"
-                httpx.post(g.base_url + "/chat/completions", headers={"x-nometer-tag": "t1"},
-                           json={"model": "fake-model", "messages": [{"role": "user", "content": "hello there"}]})
+                httpx.post(
+                    g.base_url + "/chat/completions",
+                    headers={"x-nometer-tag": "t1"},
+                    json={"model": "fake-model", "messages": [{"role": "user", "content": "hello there"}]},
+                )
                 g.wait_rows(1)
                 page.reload()
                 wait_ready(page)
@@ -430,9 +547,12 @@ def test_empty_ledger_and_unpriced_reference(tmp_path: Path, browser: Any) -> No
                 page.wait_for_selector("[data-testid=kpi-savings] .unpriced")
                 rep = httpx.get(g.url + "/v1/nometer/report", params={"by": "tag", "since": "30d"}).json()
                 assert rep["totals"]["savings_usd"]["acme-private-llm"] is None
-                for sel in ("[data-testid=kpi-savings]", "[data-testid=kpi-cloud]",
-                            '[data-testid=table-tag] tr[data-key="t1"] [data-col=savings] .money',
-                            '[data-testid=reference-row][data-ref="acme-private-llm"] .rcost .money'):
+                for sel in (
+                    "[data-testid=kpi-savings]",
+                    "[data-testid=kpi-cloud]",
+                    '[data-testid=table-tag] tr[data-key="t1"] [data-col=savings] .money',
+                    '[data-testid=reference-row][data-ref="acme-private-llm"] .rcost .money',
+                ):
                     assert money_at(page, sel) == ("", "unpriced"), sel
                 assert "ref=acme-private-llm" in page.url
                 assert errors == []

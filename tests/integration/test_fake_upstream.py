@@ -50,8 +50,12 @@ def test_chat_json_usage(client: httpx.Client) -> None:
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == " w0 w1 w2"
     assert body["choices"][0]["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6,
-                             "prompt_tokens_details": {"cached_tokens": 0}}
+    assert body["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 3,
+        "total_tokens": 6,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def test_chat_stream_with_usage_like_vllm(client: httpx.Client) -> None:
@@ -73,40 +77,57 @@ def test_stream_without_include_usage_has_no_usage_chunk(client: httpx.Client) -
 
 
 def test_completions_json_and_stream(client: httpx.Client) -> None:
-    body = client.post("/v1/completions", json={"model": "fake-model", "prompt": "a b",
-                                                 "max_tokens": 2}).json()
+    body = client.post(
+        "/v1/completions", json={"model": "fake-model", "prompt": "a b", "max_tokens": 2}
+    ).json()
     assert body["object"] == "text_completion" and body["choices"][0]["text"] == " w0 w1"
-    events = _events(client.post("/v1/completions", json={
-        "model": "fake-model", "prompt": "a b", "max_tokens": 2, "stream": True,
-        "stream_options": {"include_usage": True}}).text)
+    events = _events(
+        client.post(
+            "/v1/completions",
+            json={
+                "model": "fake-model",
+                "prompt": "a b",
+                "max_tokens": 2,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ).text
+    )
     assert [e["choices"][0]["text"] for e in events[:2]] == [" w0", " w1"]
     assert events[2]["usage"]["total_tokens"] == 4
 
 
 def test_embeddings_float_and_base64(client: httpx.Client) -> None:
-    as_floats = client.post("/v1/embeddings", json={"model": "fake-model",
-                                                    "input": ["a b", "c"]}).json()
+    as_floats = client.post("/v1/embeddings", json={"model": "fake-model", "input": ["a b", "c"]}).json()
     assert [d["index"] for d in as_floats["data"]] == [0, 1]
     assert as_floats["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
-    as_base64 = client.post("/v1/embeddings", json={"model": "fake-model", "input": ["a b", "c"],
-                                                    "encoding_format": "base64"}).json()
+    as_base64 = client.post(
+        "/v1/embeddings", json={"model": "fake-model", "input": ["a b", "c"], "encoding_format": "base64"}
+    ).json()
     decoded = struct.unpack("<8f", base64.b64decode(as_base64["data"][0]["embedding"]))
     assert decoded == pytest.approx(as_floats["data"][0]["embedding"])
 
 
 def test_openai_sdk_reads_it(fake_upstream: FakeUpstream) -> None:
     with OpenAI(base_url=fake_upstream.base_url, api_key="x", max_retries=0) as sdk:
-        chunks = list(sdk.chat.completions.create(
-            model="fake-model", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
-            stream=True, stream_options={"include_usage": True}))
+        chunks = list(
+            sdk.chat.completions.create(
+                model="fake-model",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=2,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
         vectors = sdk.embeddings.create(model="fake-model", input="hi")
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
     assert len(vectors.data[0].embedding) == 8
 
 
 def test_requests_are_recorded(fake_upstream: FakeUpstream, client: httpx.Client) -> None:
-    client.post(CHAT, json=_chat(stream=True, stream_options={"include_usage": True}),
-                headers={"X-Trace": "t1"})
+    client.post(
+        CHAT, json=_chat(stream=True, stream_options={"include_usage": True}), headers={"X-Trace": "t1"}
+    )
     [recorded] = fake_upstream.requests_to(CHAT)
     assert recorded.method == "POST" and recorded.model == "fake-model"
     assert recorded.body["stream_options"] == {"include_usage": True}
@@ -141,8 +162,10 @@ def test_slow_delays_the_first_byte(fake_upstream: FakeUpstream, client: httpx.C
 
 def test_reset_mid_stream(fake_upstream: FakeUpstream, client: httpx.Client) -> None:
     lines: list[str] = []
-    with pytest.raises(httpx.ReadError), client.stream("POST", CHAT, json=_chat(
-            "fault-reset", stream=True, max_tokens=10)) as response:
+    with (
+        pytest.raises(httpx.ReadError),
+        client.stream("POST", CHAT, json=_chat("fault-reset", stream=True, max_tokens=10)) as response,
+    ):
         lines.extend(line for line in response.iter_lines() if line)
     assert len(lines) == 1 + 3  # the role chunk, then 3 content chunks
     assert fake_upstream.requests_to(CHAT)[0].outcome == "server_closed"
@@ -166,9 +189,7 @@ def test_hang_until_the_client_leaves(fake_upstream: FakeUpstream, client: httpx
     assert fake_upstream.requests_to(CHAT)[0].client_disconnected
 
 
-def test_client_disconnect_mid_stream_is_counted(
-    fake_upstream: FakeUpstream, client: httpx.Client
-) -> None:
+def test_client_disconnect_mid_stream_is_counted(fake_upstream: FakeUpstream, client: httpx.Client) -> None:
     fake_upstream.config.chunk_delay_s = 0.01
     with client.stream("POST", CHAT, json=_chat(stream=True, max_tokens=1000)) as response:
         lines = response.iter_lines()

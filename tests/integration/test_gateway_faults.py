@@ -27,8 +27,13 @@ def fake() -> Iterator[FakeUpstream]:
 
 @pytest.fixture
 def gw(tmp_path: Path, fake: FakeUpstream) -> Iterator[GatewayServer]:
-    s = gateway_settings(tmp_path, [fake.base_url], timeouts={"read_s": 1.0},
-                         aliases={"gpt-4.1": "fake-model"}, server={"max_body_bytes": 4096})
+    s = gateway_settings(
+        tmp_path,
+        [fake.base_url],
+        timeouts={"read_s": 1.0},
+        aliases={"gpt-4.1": "fake-model"},
+        server={"max_body_bytes": 4096},
+    )
     g = GatewayServer(s).start()
     yield g
     g.stop()
@@ -40,7 +45,8 @@ def client(gw: GatewayServer) -> openai.OpenAI:
 
 def test_chat_roundtrip_and_ledger_row(gw: GatewayServer, fake: FakeUpstream) -> None:
     raw = client(gw).chat.completions.with_raw_response.create(
-        model="fake-model", messages=MSG, extra_headers={"x-nometer-tag": "agent-run-7"})
+        model="fake-model", messages=MSG, extra_headers={"x-nometer-tag": "agent-run-7"}
+    )
     r = raw.parse()
     rid = raw.headers["x-request-id"]
     assert r.usage and r.usage.prompt_tokens > 0
@@ -49,13 +55,20 @@ def test_chat_roundtrip_and_ledger_row(gw: GatewayServer, fake: FakeUpstream) ->
     assert row["completion_tokens"] == r.usage.completion_tokens
     assert (row["outcome"], row["status"], row["stream"], row["usage_source"]) == ("ok", 200, 0, "upstream")
     assert (row["tag"], row["backend"], row["served_model"], row["endpoint"]) == (
-        "agent-run-7", "backend-0", "fake-model", "/v1/chat/completions")
+        "agent-run-7",
+        "backend-0",
+        "fake-model",
+        "/v1/chat/completions",
+    )
     assert row["latency_ms"] > 0
 
 
 def test_client_request_id_is_echoed_and_recorded(gw: GatewayServer) -> None:
-    r = httpx.post(gw.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSG},
-                   headers={"x-request-id": "my-id-123"})
+    r = httpx.post(
+        gw.base_url + "/chat/completions",
+        json={"model": "fake-model", "messages": MSG},
+        headers={"x-request-id": "my-id-123"},
+    )
     assert r.headers["x-request-id"] == "my-id-123"
     assert gw.row("my-id-123")["status"] == 200
     assert httpx.get(gw.url + "/healthz", headers={"x-request-id": "h1"}).headers["x-request-id"] == "h1"
@@ -73,8 +86,11 @@ def test_stream_without_include_usage_strips_the_usage_chunk(gw: GatewayServer, 
 
 
 def test_stream_with_include_usage_keeps_it(gw: GatewayServer) -> None:
-    chunks = list(client(gw).chat.completions.create(model="fake-model", messages=MSG, stream=True,
-                                                     stream_options={"include_usage": True}))
+    chunks = list(
+        client(gw).chat.completions.create(
+            model="fake-model", messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].choices == []
     assert gw.wait_rows(1)[-1]["completion_tokens"] == chunks[-1].usage.completion_tokens
 
@@ -90,8 +106,9 @@ def test_alias_is_rewritten_upstream(gw: GatewayServer, fake: FakeUpstream) -> N
 
 
 def test_alias_response_model_requested(tmp_path: Path, fake: FakeUpstream) -> None:
-    s = gateway_settings(tmp_path, [fake.base_url], aliases={"gpt-4.1": "fake-model"},
-                         routing={"response_model": "requested"})
+    s = gateway_settings(
+        tmp_path, [fake.base_url], aliases={"gpt-4.1": "fake-model"}, routing={"response_model": "requested"}
+    )
     g = GatewayServer(s).start()
     try:
         c = client(g)
@@ -115,26 +132,33 @@ def test_upstream_5xx_and_429_pass_through(gw: GatewayServer) -> None:
 
 def test_slow_first_byte_times_out_with_504(gw: GatewayServer) -> None:
     with pytest.raises(openai.InternalServerError) as exc:
-        client(gw).chat.completions.create(model="fault-slow", messages=MSG,
-                                           extra_headers={"x-fake-delay-ms": "3000"})
+        client(gw).chat.completions.create(
+            model="fault-slow", messages=MSG, extra_headers={"x-fake-delay-ms": "3000"}
+        )
     assert exc.value.status_code == 504
     assert exc.value.body["code"] == "upstream_timeout"  # type: ignore[index]
     assert gw.wait_rows(1)[-1]["outcome"] == "timeout"
 
 
 def test_hang_times_out_with_504(gw: GatewayServer) -> None:
-    r = httpx.post(gw.base_url + "/chat/completions", json={"model": "fault-hang", "messages": MSG}, timeout=10)
+    r = httpx.post(
+        gw.base_url + "/chat/completions", json={"model": "fault-hang", "messages": MSG}, timeout=10
+    )
     assert r.status_code == 504 and r.json()["error"]["type"] == "upstream_error"
 
 
 def test_reset_mid_stream_is_reported_in_band(gw: GatewayServer) -> None:
-    with httpx.stream("POST", gw.base_url + "/chat/completions", timeout=10,
-                      json={"model": "fault-reset", "messages": MSG, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        gw.base_url + "/chat/completions",
+        timeout=10,
+        json={"model": "fault-reset", "messages": MSG, "stream": True},
+    ) as r:
         assert r.status_code == 200
         body = r.read()
     events = [e for e in body.split(b"\n\n") if e]
     assert events[-1] == b"data: [DONE]"
-    err = orjson.loads(events[-2][len(b"data: "):])
+    err = orjson.loads(events[-2][len(b"data: ") :])
     assert err["error"]["code"] == "upstream_stream_broken"
     with pytest.raises(openai.APIError):
         list(client(gw).chat.completions.create(model="fault-reset", messages=MSG, stream=True))
@@ -145,8 +169,12 @@ def test_reset_mid_stream_is_reported_in_band(gw: GatewayServer) -> None:
 
 def test_client_disconnect_mid_stream_closes_upstream(gw: GatewayServer, fake: FakeUpstream) -> None:
     fake.config.chunks, fake.config.chunk_delay_s = 200, 0.02
-    with httpx.stream("POST", gw.base_url + "/chat/completions", timeout=10,
-                      json={"model": "fake-model", "messages": MSG, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        gw.base_url + "/chat/completions",
+        timeout=10,
+        json={"model": "fake-model", "messages": MSG, "stream": True},
+    ) as r:
         for _ in r.iter_raw():
             break  # read one chunk, then hang up
     fake.wait_for_disconnects(1, timeout=5)
@@ -185,7 +213,9 @@ def test_gateway_errors_are_openai_shaped(gw: GatewayServer) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         c.chat.completions.create(messages=MSG, model=None)  # type: ignore[arg-type]
     assert bad.value.body["code"] == "missing_model"  # type: ignore[index]
-    r = httpx.post(gw.base_url + "/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    r = httpx.post(
+        gw.base_url + "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
     r = httpx.post(gw.base_url + "/chat/completions", content=b"[1,2]")
     assert r.status_code == 400

@@ -15,7 +15,16 @@ import pytest
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
-from tests.support.teams import ADMIN_ENV, ADMIN_KEY, MSG, OPENAI_FAKE, OPENAI_KEY_ENV, create_key, hosted_catalogue, use_env
+from tests.support.teams import (
+    ADMIN_ENV,
+    ADMIN_KEY,
+    MSG,
+    OPENAI_FAKE,
+    OPENAI_KEY_ENV,
+    create_key,
+    hosted_catalogue,
+    use_env,
+)
 
 
 @pytest.fixture
@@ -25,31 +34,53 @@ def fakes() -> Iterator[tuple[FakeUpstream, FakeUpstream, FakeUpstream]]:
 
 
 def _hostile(canary: FakeUpstream, model: str) -> dict[str, object]:
-    return {"model": model, "messages": MSG, "max_tokens": 3,
-            "base_url": canary.base_url, "api_base": canary.base_url, "api_key": "sk-client",
-            "extra_headers": {"x-canary": "1"}, "headers": {"x-canary": "1"},
-            "extra_body": {"api_base": canary.base_url}, "mock_response": "canned", "custom_llm_provider": "openai"}
+    return {
+        "model": model,
+        "messages": MSG,
+        "max_tokens": 3,
+        "base_url": canary.base_url,
+        "api_base": canary.base_url,
+        "api_key": "sk-client",
+        "extra_headers": {"x-canary": "1"},
+        "headers": {"x-canary": "1"},
+        "extra_body": {"api_base": canary.base_url},
+        "mock_response": "canned",
+        "custom_llm_provider": "openai",
+    }
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_client_cannot_redirect_the_provider_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 fakes: tuple[FakeUpstream, FakeUpstream, FakeUpstream],
-                                                 stream: bool) -> None:
+def test_client_cannot_redirect_the_provider_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fakes: tuple[FakeUpstream, FakeUpstream, FakeUpstream],
+    stream: bool,
+) -> None:
     local, cloud, canary = fakes
     use_env(monkeypatch)
     # one hosted model with api_base in the config, one without (litellm then reads OPENAI_API_BASE)
     monkeypatch.setenv("OPENAI_API_BASE", cloud.base_url)
     catalogue = hosted_catalogue(cloud)
     catalogue["models"]["openai/gpt-4.1-nano"] = {"api_key_env": OPENAI_KEY_ENV}
-    s = gateway_settings(tmp_path, [local.base_url], hosted=catalogue, auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
-                         teams={"t": {"fallback": {"models": [OPENAI_FAKE, "openai/gpt-4.1-nano"],
-                                                   "triggers": ["model_missing"]}}})
+    s = gateway_settings(
+        tmp_path,
+        [local.base_url],
+        hosted=catalogue,
+        auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
+        teams={
+            "t": {"fallback": {"models": [OPENAI_FAKE, "openai/gpt-4.1-nano"], "triggers": ["model_missing"]}}
+        },
+    )
     with GatewayServer(s) as g:
         key, _ = create_key(g, "t")
         for model in ("fake-model-x", "gpt-4.1-nano"):
             body = _hostile(canary, model) | ({"stream": True} if stream else {})
-            r = httpx.post(g.base_url + "/chat/completions", json=body, timeout=20,
-                           headers={"authorization": f"Bearer {key}", "x-canary": "1"})
+            r = httpx.post(
+                g.base_url + "/chat/completions",
+                json=body,
+                timeout=20,
+                headers={"authorization": f"Bearer {key}", "x-canary": "1"},
+            )
             assert r.status_code == 200, r.text
             assert "canned" not in r.text
         assert canary.requests == []

@@ -40,16 +40,31 @@ def test_managed_vllm_is_launched_restarted_and_stopped(tmp_path: Path) -> None:
     python = ensure_venv()
     model = ensure_model(python)
     port = free_port()
-    s = gateway_settings(tmp_path, [], managed=[{"model": str(model), "port": port, "python": str(python),
-                                                 "served_name": "managed-tiny", "args": list(SERVE_ARGS)}],
-                         routing={"health_interval_s": 0.5})
+    s = gateway_settings(
+        tmp_path,
+        [],
+        managed=[
+            {
+                "model": str(model),
+                "port": port,
+                "python": str(python),
+                "served_name": "managed-tiny",
+                "args": list(SERVE_ARGS),
+            }
+        ],
+        routing={"health_interval_s": 0.5},
+    )
     g = GatewayServer(s).start()
     try:
         assert httpx.get(g.url + "/readyz").status_code == 503  # starting: not ready yet
         _wait_ready(g)
         c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0, timeout=60)
-        assert c.chat.completions.create(model="managed-tiny", messages=[{"role": "user", "content": "hi"}],
-                                         max_tokens=3).usage.completion_tokens == 3  # type: ignore[union-attr]
+        assert (
+            c.chat.completions.create(
+                model="managed-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+            ).usage.completion_tokens
+            == 3
+        )  # type: ignore[union-attr]
         server = g.runtime.managed[0]
         first = server.proc.pid
         os.killpg(first, signal.SIGKILL)  # crash it
@@ -58,8 +73,9 @@ def test_managed_vllm_is_launched_restarted_and_stopped(tmp_path: Path) -> None:
             time.sleep(0.2)
         _wait_ready(g)  # restarted by the supervisor
         assert server.restarts == 1 and server.proc.pid != first
-        assert c.chat.completions.create(model="managed-tiny", messages=[{"role": "user", "content": "hi"}],
-                                         max_tokens=2).choices
+        assert c.chat.completions.create(
+            model="managed-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        ).choices
         second = server.proc.pid
     finally:
         g.stop()

@@ -24,11 +24,16 @@ from pricing.tables import SHIPPED_SNAPSHOT
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 
-MSG = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "name three prime numbers"}]
+MSG = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "name three prime numbers"},
+]
 
 
 def nometer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def scrape(g: GatewayServer, events: int, timeout: float = 10) -> str:
@@ -38,7 +43,9 @@ def scrape(g: GatewayServer, events: int, timeout: float = 10) -> str:
     deadline = time.monotonic() + timeout
     while True:
         text = httpx.get(g.url + "/metrics").text
-        line = next((x for x in text.splitlines() if x.startswith("nometer_ledger_written_events_total ")), "x 0")
+        line = next(
+            (x for x in text.splitlines() if x.startswith("nometer_ledger_written_events_total ")), "x 0"
+        )
         if float(line.rsplit(" ", 1)[1]) >= events or time.monotonic() > deadline:
             return text
         time.sleep(0.05)
@@ -51,12 +58,20 @@ def independent_totals(db: Path) -> dict[str, dict[str, Decimal]]:
         events = {r["uid"]: dict(r) for r in c.execute("SELECT * FROM usage_events")}
         out: dict[str, dict[str, Decimal]] = {}
         for s in c.execute("SELECT * FROM shadow_costs"):
-            acc = out.setdefault(s["ref_model"], {"cloud": Decimal(0), "savings": Decimal(0), "input": Decimal(0)})
+            acc = out.setdefault(
+                s["ref_model"], {"cloud": Decimal(0), "savings": Decimal(0), "input": Decimal(0)}
+            )
             acc["cloud"] += Decimal(s["cloud_pusd"]) / PICO
             acc["savings"] += Decimal(s["savings_pusd"]) / PICO
             acc["input"] += s["input_tokens"]
-        local = sum(Decimal(e["local_energy_pusd"] + e["local_hardware_pusd"]) for e in events.values()
-                    if e["local_energy_pusd"] is not None) / PICO
+        local = (
+            sum(
+                Decimal(e["local_energy_pusd"] + e["local_hardware_pusd"])
+                for e in events.values()
+                if e["local_energy_pusd"] is not None
+            )
+            / PICO
+        )
         out["_local"] = {"total": local}
         return out
 
@@ -68,7 +83,9 @@ def fake() -> Iterator[FakeUpstream]:
 
 
 def start(tmp_path: Path, fake: FakeUpstream, **over: Any) -> GatewayServer:
-    return GatewayServer(gateway_settings(tmp_path, [fake.base_url], aliases={"gpt-4o": "fake-model"}, **over)).start()
+    return GatewayServer(
+        gateway_settings(tmp_path, [fake.base_url], aliases={"gpt-4o": "fake-model"}, **over)
+    ).start()
 
 
 def test_report_equals_independent_sums_and_groups(tmp_path: Path, fake: FakeUpstream) -> None:
@@ -77,8 +94,11 @@ def test_report_equals_independent_sums_and_groups(tmp_path: Path, fake: FakeUps
         c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
         for tag in ("a", "a", "b"):
             c.chat.completions.create(model="fake-model", messages=MSG, extra_headers={"x-nometer-tag": tag})
-        list(c.chat.completions.create(model="gpt-4o", messages=MSG, stream=True,
-                                       extra_headers={"x-nometer-tag": "b"}))
+        list(
+            c.chat.completions.create(
+                model="gpt-4o", messages=MSG, stream=True, extra_headers={"x-nometer-tag": "b"}
+            )
+        )
         g.wait_rows(4)
         rep = httpx.get(g.url + "/v1/nometer/report", params={"by": "tag"}).json()
     finally:
@@ -112,7 +132,8 @@ def test_openai_token_counts_follow_the_cookbook(tmp_path: Path, fake: FakeUpstr
     g = start(tmp_path, fake, meter={"references": ["gpt-4.1"]})
     try:
         raw = openai.OpenAI(base_url=g.base_url, api_key="x").chat.completions.with_raw_response.create(
-            model="fake-model", messages=MSG)
+            model="fake-model", messages=MSG
+        )
         answer = raw.parse().choices[0].message.content or ""
         rid = raw.headers["x-request-id"]
         g.row(rid)
@@ -130,14 +151,18 @@ def test_openai_token_counts_follow_the_cookbook(tmp_path: Path, fake: FakeUpstr
     assert ref["tokenizer"] == "o200k_base" and receipt["request_id"] == rid
     rates = {t["kind"]: t for t in ref["terms"]}
     assert rates["input"]["rate"] == "0.000002" and rates["output"]["rate"] == "0.000008"
-    assert Decimal(ref["cloud_usd"]) == want_in * Decimal("0.000002") + ref["tokens"]["output"] * Decimal("0.000008")
+    assert Decimal(ref["cloud_usd"]) == want_in * Decimal("0.000002") + ref["tokens"]["output"] * Decimal(
+        "0.000008"
+    )
     assert Decimal(ref["savings_usd"]) == Decimal(ref["cloud_usd"]) - Decimal(receipt["local"]["total_usd"])
 
 
 def test_unpriced_reference_is_never_zero(tmp_path: Path, fake: FakeUpstream) -> None:
     g = start(tmp_path, fake, meter={"references": ["gpt-4.1", "acme-private-llm"]})
     try:
-        openai.OpenAI(base_url=g.base_url, api_key="x").chat.completions.create(model="fake-model", messages=MSG)
+        openai.OpenAI(base_url=g.base_url, api_key="x").chat.completions.create(
+            model="fake-model", messages=MSG
+        )
         g.wait_rows(1)
         rep = httpx.get(g.url + "/v1/nometer/report").json()
     finally:
@@ -148,12 +173,17 @@ def test_unpriced_reference_is_never_zero(tmp_path: Path, fake: FakeUpstream) ->
     assert "unpriced" in nometer("report", "--db", str(g.db_path)).stdout
 
 
-def test_price_update_keeps_old_receipts_and_verify_catches_tampering(tmp_path: Path, fake: FakeUpstream) -> None:
+def test_price_update_keeps_old_receipts_and_verify_catches_tampering(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
     c_args: dict[str, Any] = {"meter": {"references": ["gpt-4.1"]}}
     g = start(tmp_path, fake, **c_args)
     try:
-        old = httpx.post(g.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSG},
-                         headers={"x-request-id": "old-1"})
+        old = httpx.post(
+            g.base_url + "/chat/completions",
+            json={"model": "fake-model", "messages": MSG},
+            headers={"x-request-id": "old-1"},
+        )
         assert old.status_code == 200
         g.row("old-1")
         before = httpx.get(g.url + "/v1/nometer/receipts/old-1").json()
@@ -169,8 +199,11 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(tmp_path: 
     assert out.returncode == 0 and "installed price table" in out.stdout, out.stderr
     g2 = GatewayServer(gateway_settings(tmp_path, [fake.base_url], **c_args)).start()
     try:
-        httpx.post(g2.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSG},
-                   headers={"x-request-id": "new-1"})
+        httpx.post(
+            g2.base_url + "/chat/completions",
+            json={"model": "fake-model", "messages": MSG},
+            headers={"x-request-id": "new-1"},
+        )
         g2.row("new-1")
         after = httpx.get(g2.url + "/v1/nometer/receipts/old-1").json()
         new = httpx.get(g2.url + "/v1/nometer/receipts/new-1").json()
@@ -183,14 +216,18 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(tmp_path: 
     ok = nometer("verify", "--db", str(g.db_path))
     assert ok.returncode == 0 and "2 of 2 receipts recomputed identically" in ok.stdout, ok.stdout + ok.stderr
     with sqlite3.connect(g.db_path) as c:
-        c.execute("UPDATE shadow_costs SET output_tokens = output_tokens + 1 WHERE event_uid = "
-                  "(SELECT uid FROM usage_events WHERE request_id = 'old-1')")
+        c.execute(
+            "UPDATE shadow_costs SET output_tokens = output_tokens + 1 WHERE event_uid = "
+            "(SELECT uid FROM usage_events WHERE request_id = 'old-1')"
+        )
     bad = nometer("verify", "--db", str(g.db_path))
     assert bad.returncode == 1 and "MISMATCH old-1" in bad.stdout and "1 MISMATCHED" in bad.stdout
     with sqlite3.connect(g.db_path) as c:
         c.execute("UPDATE shadow_costs SET output_tokens = output_tokens - 1")  # undo
-        c.execute("UPDATE shadow_costs SET cloud_pusd = cloud_pusd * 2 WHERE event_uid = "
-                  "(SELECT uid FROM usage_events WHERE request_id = 'new-1')")
+        c.execute(
+            "UPDATE shadow_costs SET cloud_pusd = cloud_pusd * 2 WHERE event_uid = "
+            "(SELECT uid FROM usage_events WHERE request_id = 'new-1')"
+        )
     bad2 = nometer("verify", "--db", str(g.db_path))
     assert bad2.returncode == 1 and "MISMATCH new-1" in bad2.stdout and "old-1" not in bad2.stdout
 
@@ -225,20 +262,40 @@ def test_prometheus_metrics_follow_the_ledger(tmp_path: Path, fake: FakeUpstream
         text = scrape(g, 2)
     finally:
         g.stop()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
     def value(name: str, **labels: str) -> float:
         return samples[(name, tuple(sorted(labels.items())))]
 
-    assert value("nometer_requests_total", model="fake-model", team="", backend="backend-0", route="local",
-                 outcome="ok") == 2
-    assert value("nometer_cloud_equivalent_cost_usd_total", model="fake-model", team="", reference="gpt-4.1") == \
-        pytest.approx(float(rep["totals"]["cloud_cost_usd"]["gpt-4.1"]))
-    assert value("nometer_savings_usd", model="fake-model", team="", reference="gpt-4.1") == \
-        pytest.approx(float(rep["totals"]["savings_usd"]["gpt-4.1"]))
-    assert value("gen_ai_server_time_to_first_token_seconds_count", gen_ai_operation_name="chat",
-                 gen_ai_response_model="fake-model") == 1
+    assert (
+        value(
+            "nometer_requests_total",
+            model="fake-model",
+            team="",
+            backend="backend-0",
+            route="local",
+            outcome="ok",
+        )
+        == 2
+    )
+    assert value(
+        "nometer_cloud_equivalent_cost_usd_total", model="fake-model", team="", reference="gpt-4.1"
+    ) == pytest.approx(float(rep["totals"]["cloud_cost_usd"]["gpt-4.1"]))
+    assert value("nometer_savings_usd", model="fake-model", team="", reference="gpt-4.1") == pytest.approx(
+        float(rep["totals"]["savings_usd"]["gpt-4.1"])
+    )
+    assert (
+        value(
+            "gen_ai_server_time_to_first_token_seconds_count",
+            gen_ai_operation_name="chat",
+            gen_ai_response_model="fake-model",
+        )
+        == 1
+    )
     assert value("nometer_backend_healthy", backend="backend-0") == 1
     assert value("nometer_ledger_dropped_events") == 0
 

@@ -29,16 +29,25 @@ def fake() -> Iterator[FakeUpstream]:
 @pytest.fixture
 def gw(tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewayServer]:
     use_env(monkeypatch)
-    s = gateway_settings(tmp_path, [fake.base_url], auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
-                         aliases={"gpt-4.1": "fake-model"})
+    s = gateway_settings(
+        tmp_path,
+        [fake.base_url],
+        auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
+        aliases={"gpt-4.1": "fake-model"},
+    )
     g = GatewayServer(s).start()
     yield g
     g.stop()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "keys", *args], capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_keys_mode_needs_a_key_bearer_or_azure_header(gw: GatewayServer) -> None:
@@ -50,9 +59,13 @@ def test_keys_mode_needs_a_key_bearer_or_azure_header(gw: GatewayServer) -> None
     r = httpx.post(gw.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSG})
     assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
     raw = client(gw, key).chat.completions.with_raw_response.create(
-        model="gpt-4.1", messages=MSG, extra_headers={"x-nometer-tag": "nightly"})
-    r = httpx.post(gw.base_url + "/chat/completions", headers={"api-key": key},  # Azure OpenAI clients
-                   json={"model": "fake-model", "messages": MSG})
+        model="gpt-4.1", messages=MSG, extra_headers={"x-nometer-tag": "nightly"}
+    )
+    r = httpx.post(
+        gw.base_url + "/chat/completions",
+        headers={"api-key": key},  # Azure OpenAI clients
+        json={"model": "fake-model", "messages": MSG},
+    )
     assert r.status_code == 200
     assert client(gw, key).models.list().data
     assert httpx.get(gw.base_url + "/models").status_code == 401
@@ -66,8 +79,11 @@ def test_keys_mode_needs_a_key_bearer_or_azure_header(gw: GatewayServer) -> None
 
 def test_key_is_stored_only_as_a_digest(gw: GatewayServer) -> None:
     key, key_id = create_key(gw, "alpha")
-    data = gw.db_path.read_bytes() + (gw.db_path.with_name(gw.db_path.name + "-wal").read_bytes()
-                                      if gw.db_path.with_name(gw.db_path.name + "-wal").exists() else b"")
+    data = gw.db_path.read_bytes() + (
+        gw.db_path.with_name(gw.db_path.name + "-wal").read_bytes()
+        if gw.db_path.with_name(gw.db_path.name + "-wal").exists()
+        else b""
+    )
     assert key.encode() not in data and key[4:].encode() not in data
     with admin(gw) as c:
         listed = c.get("/v1/nometer/admin/keys", params={"team": "alpha"}).json()["data"]
@@ -95,20 +111,30 @@ def test_cli_create_list_disable_against_a_running_gateway(gw: GatewayServer) ->
     assert key.startswith("nmk-") and "not shown again" in out.stderr
     deadline = time.monotonic() + 5
     while True:  # the gateway re-reads keys every auth.refresh_s (1 s)
-        r = httpx.post(gw.base_url + "/chat/completions", headers={"authorization": f"Bearer {key}"},
-                       json={"model": "fake-model", "messages": MSG})
+        r = httpx.post(
+            gw.base_url + "/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "fake-model", "messages": MSG},
+        )
         if r.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert r.status_code == 200
     listing = cli("list", "--db", db, "--format", "json")
     assert listing.returncode == 0 and '"team":"beta"' in listing.stdout and key not in listing.stdout
-    key_id = next(line for line in listing.stdout.splitlines() if '"beta"' in line).split('"key_id":"')[1].split('"')[0]
+    key_id = (
+        next(line for line in listing.stdout.splitlines() if '"beta"' in line)
+        .split('"key_id":"')[1]
+        .split('"')[0]
+    )
     assert cli("disable", key_id, "--db", db).returncode == 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < 5:
-        r = httpx.post(gw.base_url + "/chat/completions", headers={"authorization": f"Bearer {key}"},
-                       json={"model": "fake-model", "messages": MSG})
+        r = httpx.post(
+            gw.base_url + "/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "fake-model", "messages": MSG},
+        )
         if r.status_code == 401:
             break
         time.sleep(0.05)
@@ -135,9 +161,13 @@ def test_rotation_replaces_the_key(gw: GatewayServer) -> None:
 def test_admin_api_needs_the_admin_key(gw: GatewayServer) -> None:
     key, key_id = create_key(gw, "alpha")
     team_key = {"authorization": f"Bearer {key}"}
-    for method, path in (("GET", "/v1/nometer/admin/keys"), ("POST", "/v1/nometer/admin/keys"),
-                         ("POST", f"/v1/nometer/admin/keys/{key_id}/disable"), ("POST", "/v1/nometer/admin/reload"),
-                         ("GET", "/v1/nometer/admin/teams")):
+    for method, path in (
+        ("GET", "/v1/nometer/admin/keys"),
+        ("POST", "/v1/nometer/admin/keys"),
+        ("POST", f"/v1/nometer/admin/keys/{key_id}/disable"),
+        ("POST", "/v1/nometer/admin/reload"),
+        ("GET", "/v1/nometer/admin/teams"),
+    ):
         assert httpx.request(method, gw.url + path).status_code == 401
         r = httpx.request(method, gw.url + path, headers=team_key)
         assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
@@ -174,8 +204,9 @@ def test_team_cannot_read_another_teams_usage_report_or_receipts(gw: GatewayServ
     ha.close()
 
 
-def test_open_mode_still_attributes_known_keys(tmp_path: Path, fake: FakeUpstream,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_mode_still_attributes_known_keys(
+    tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_env(monkeypatch)
     g = GatewayServer(gateway_settings(tmp_path, [fake.base_url], auth={"admin_key_env": ADMIN_ENV})).start()
     try:
@@ -193,23 +224,35 @@ def test_open_mode_still_attributes_known_keys(tmp_path: Path, fake: FakeUpstrea
 def test_refuses_to_start_open_on_a_public_address(tmp_path: Path) -> None:
     ledger = {"path": str(tmp_path / "l.db")}
     with pytest.raises(ValueError, match="not loopback"):
-        create_app(load_settings(env={}, overrides={"server": {"host": "0.0.0.0"}, "auth": {"mode": "open"},
-                                                    "ledger": ledger}))
+        create_app(
+            load_settings(
+                env={}, overrides={"server": {"host": "0.0.0.0"}, "auth": {"mode": "open"}, "ledger": ledger}
+            )
+        )
     app = create_app(load_settings(env={}, overrides={"server": {"host": "0.0.0.0"}, "ledger": ledger}))
     assert app.runtime.governance.auth.mode == "keys"  # the default off loopback
     forced = {"mode": "open", "allow_open_non_loopback": True}
-    app = create_app(load_settings(env={}, overrides={"server": {"host": "0.0.0.0"}, "auth": forced,
-                                                      "ledger": ledger}))
+    app = create_app(
+        load_settings(env={}, overrides={"server": {"host": "0.0.0.0"}, "auth": forced, "ledger": ledger})
+    )
     assert app.runtime.governance.auth.mode == "open"
-    out = subprocess.run([sys.executable, "-m", "gateway", "serve", "--host", "0.0.0.0", "--db", ledger["path"]],
-                         capture_output=True, text=True, timeout=60, check=False,
-                         env={"NOMETER_AUTH__MODE": "open", "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--host", "0.0.0.0", "--db", ledger["path"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"NOMETER_AUTH__MODE": "open", "PATH": ""},
+    )
     assert out.returncode == 2 and "not loopback" in out.stderr
 
 
 def test_admin_key_is_never_a_team(gw: GatewayServer) -> None:
-    r = httpx.post(gw.base_url + "/chat/completions", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                   json={"model": "fake-model", "messages": MSG})
+    r = httpx.post(
+        gw.base_url + "/chat/completions",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={"model": "fake-model", "messages": MSG},
+    )
     assert r.status_code == 200
     row = gw.row(r.headers["x-request-id"])
     assert (row["key_id"], row["team"]) == ("admin", None)

@@ -58,11 +58,22 @@ def anthropic() -> Iterator[FakeAnthropic]:
         yield f
 
 
-def start(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic | None,
-          policy: dict[str, Any], **over: Any) -> GatewayServer:
+def start(
+    tmp_path: Path,
+    local: FakeUpstream,
+    cloud: FakeUpstream,
+    anthropic: FakeAnthropic | None,
+    policy: dict[str, Any],
+    **over: Any,
+) -> GatewayServer:
     overload = over.pop("overload", {})
-    s = gateway_settings(tmp_path, [local.base_url], hosted=hosted_catalogue(cloud, anthropic, **overload),
-                         policy=policy, **over)
+    s = gateway_settings(
+        tmp_path,
+        [local.base_url],
+        hosted=hosted_catalogue(cloud, anthropic, **overload),
+        policy=policy,
+        **over,
+    )
     return GatewayServer(s).start()
 
 
@@ -86,10 +97,13 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
 
 
 def test_model_missing_falls_back_and_ledger_has_route_provider_cause_cost(
-        tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None) -> None:
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
     g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}})
     try:
-        raw = client(g).chat.completions.with_raw_response.create(model="gpt-5-nano", messages=MSG, max_tokens=5)
+        raw = client(g).chat.completions.with_raw_response.create(
+            model="gpt-5-nano", messages=MSG, max_tokens=5
+        )
         r = raw.parse()
         assert raw.headers["x-nometer-route"] == "hosted"
         assert raw.headers["x-nometer-fallback-cause"] == "model_missing"
@@ -100,7 +114,12 @@ def test_model_missing_falls_back_and_ledger_has_route_provider_cause_cost(
         assert local.requests_to("/v1/chat/completions") == []
         row = g.row(raw.headers["x-request-id"])
         assert (row["route"], row["provider"], row["fallback_cause"], row["outcome"], row["status"]) == (
-            "hosted", "openai", "model_missing", "ok", 200)
+            "hosted",
+            "openai",
+            "model_missing",
+            "ok",
+            200,
+        )
         assert (row["requested_model"], row["served_model"]) == ("gpt-5-nano", OPENAI_FAKE)
         assert row["prompt_tokens"] == r.usage.prompt_tokens and row["completion_tokens"] == 5
         expected = priced(g, "gpt-4.1-mini", r.usage.model_dump())
@@ -114,8 +133,9 @@ def test_model_missing_falls_back_and_ledger_has_route_provider_cause_cost(
         g.stop()
 
 
-def test_model_missing_is_not_a_trigger_by_default(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream,
-                                                   env: None) -> None:
+def test_model_missing_is_not_a_trigger_by_default(
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
     g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE]}})
     try:
         with pytest.raises(openai.NotFoundError) as exc:
@@ -127,13 +147,23 @@ def test_model_missing_is_not_a_trigger_by_default(tmp_path: Path, local: FakeUp
 
 
 def test_unavailable_backend_falls_back_streaming_through_anthropic(
-        tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic, env: None) -> None:
-    g = start(tmp_path, local, cloud, anthropic, {"fallback": {"models": [CLAUDE], "triggers": ["unavailable"]}})
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic, env: None
+) -> None:
+    g = start(
+        tmp_path, local, cloud, anthropic, {"fallback": {"models": [CLAUDE], "triggers": ["unavailable"]}}
+    )
     try:
         local.stop()
         wait_for(lambda: not g.runtime.router.backends[0].healthy)
-        chunks = list(client(g).chat.completions.create(model="fake-model", messages=MSG, stream=True,
-                                                        max_tokens=4, stream_options={"include_usage": True}))
+        chunks = list(
+            client(g).chat.completions.create(
+                model="fake-model",
+                messages=MSG,
+                stream=True,
+                max_tokens=4,
+                stream_options={"include_usage": True},
+            )
+        )
         assert all(c.object == "chat.completion.chunk" for c in chunks)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == " w0 w1 w2 w3"
@@ -144,11 +174,17 @@ def test_unavailable_backend_falls_back_streaming_through_anthropic(
         assert sent.headers["x-api-key"] == anthropic.config.api_key
         row = g.wait_rows(1)[-1]
         assert (row["route"], row["provider"], row["fallback_cause"], row["stream"]) == (
-            "hosted", "anthropic", "unavailable", 1)
+            "hosted",
+            "anthropic",
+            "unavailable",
+            1,
+        )
         assert row["completion_tokens"] == 4 and row["prompt_tokens"] == usage.prompt_tokens
         assert Decimal(row["hosted_cost_pusd"]) / PICO == priced(g, "claude-haiku-4-5", usage.model_dump())
         # without include_usage the client gets no usage chunk; the ledger still gets the usage
-        chunks = list(client(g).chat.completions.create(model="fake-model", messages=MSG, stream=True, max_tokens=3))
+        chunks = list(
+            client(g).chat.completions.create(model="fake-model", messages=MSG, stream=True, max_tokens=3)
+        )
         assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
         assert g.wait_rows(2)[-1]["completion_tokens"] == 3
         # non-streaming, OpenAI-shaped whatever the provider
@@ -159,10 +195,17 @@ def test_unavailable_backend_falls_back_streaming_through_anthropic(
         g.stop()
 
 
-def test_connection_failure_at_send_time_falls_back(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream,
-                                                    env: None) -> None:
-    g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ["unavailable"]}},
-              routing={"health_interval_s": 60})
+def test_connection_failure_at_send_time_falls_back(
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
+    g = start(
+        tmp_path,
+        local,
+        cloud,
+        None,
+        {"fallback": {"models": [OPENAI_FAKE], "triggers": ["unavailable"]}},
+        routing={"health_interval_s": 60},
+    )
     try:
         local.stop()  # still believed healthy: the proxy finds out when it connects
         raw = client(g).chat.completions.with_raw_response.create(model="fake-model", messages=MSG)
@@ -173,10 +216,17 @@ def test_connection_failure_at_send_time_falls_back(tmp_path: Path, local: FakeU
         g.stop()
 
 
-def test_overloaded_backend_falls_back_from_vllm_metrics(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream,
-                                                         env: None) -> None:
-    g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ["overloaded"]}},
-              overload={"max_waiting": 2, "max_kv_cache_usage": 0.9})
+def test_overloaded_backend_falls_back_from_vllm_metrics(
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
+    g = start(
+        tmp_path,
+        local,
+        cloud,
+        None,
+        {"fallback": {"models": [OPENAI_FAKE], "triggers": ["overloaded"]}},
+        overload={"max_waiting": 2, "max_kv_cache_usage": 0.9},
+    )
     try:
         backend = g.runtime.router.backends[0]
         assert backend.waiting == 0
@@ -198,17 +248,26 @@ def test_overloaded_backend_falls_back_from_vllm_metrics(tmp_path: Path, local: 
         g.stop()
 
 
-def test_prompt_longer_than_max_model_len_falls_back(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream,
-                                                     env: None) -> None:
+def test_prompt_longer_than_max_model_len_falls_back(
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
     local.config.max_model_len = 64
-    g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ["context_too_long"]}})
+    g = start(
+        tmp_path,
+        local,
+        cloud,
+        None,
+        {"fallback": {"models": [OPENAI_FAKE], "triggers": ["context_too_long"]}},
+    )
     try:
         assert g.runtime.router.backends[0].max_model_len["fake-model"] == 64
         c = client(g)
         short = c.chat.completions.with_raw_response.create(model="fake-model", messages=MSG, max_tokens=8)
         assert "x-nometer-route" not in short.headers
         long_prompt = [{"role": "user", "content": "word " * 100}]
-        raw = c.chat.completions.with_raw_response.create(model="fake-model", messages=long_prompt, max_tokens=8)
+        raw = c.chat.completions.with_raw_response.create(
+            model="fake-model", messages=long_prompt, max_tokens=8
+        )
         assert raw.headers["x-nometer-fallback-cause"] == "context_too_long"
         # prompt + max_tokens must fit, as vLLM checks it
         raw = c.chat.completions.with_raw_response.create(model="fake-model", messages=MSG, max_tokens=60)
@@ -218,10 +277,16 @@ def test_prompt_longer_than_max_model_len_falls_back(tmp_path: Path, local: Fake
         g.stop()
 
 
-def test_next_hosted_model_when_the_first_fails(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream,
-                                                anthropic: FakeAnthropic, env: None) -> None:
-    g = start(tmp_path, local, cloud, anthropic,
-              {"fallback": {"models": ["anthropic/fault-overloaded", OPENAI_FAKE], "triggers": ALL}})
+def test_next_hosted_model_when_the_first_fails(
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic, env: None
+) -> None:
+    g = start(
+        tmp_path,
+        local,
+        cloud,
+        anthropic,
+        {"fallback": {"models": ["anthropic/fault-overloaded", OPENAI_FAKE], "triggers": ALL}},
+    )
     try:
         r = client(g).chat.completions.create(model="nope", messages=MSG, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in r if c.choices)
@@ -238,10 +303,18 @@ def test_next_hosted_model_when_the_first_fails(tmp_path: Path, local: FakeUpstr
 
 
 def test_local_only_team_is_refused_and_nothing_leaves_the_box(
-        tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic, env: None) -> None:
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic, env: None
+) -> None:
     team = {"local_only": True, "fallback": {"models": [OPENAI_FAKE, CLAUDE], "triggers": ALL}}
-    g = start(tmp_path, local, cloud, anthropic, {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}},
-              auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"}, teams={"private": team})
+    g = start(
+        tmp_path,
+        local,
+        cloud,
+        anthropic,
+        {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}},
+        auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"},
+        teams={"private": team},
+    )
     try:
         key, key_id = create_key(g, "private")
         c = client(g, key)
@@ -261,22 +334,33 @@ def test_local_only_team_is_refused_and_nothing_leaves_the_box(
         assert client(g).chat.completions.create(model="fake-model", messages=MSG).choices
         rows = g.wait_rows(4)
         assert [(r["team"], r["route"], r["outcome"]) for r in rows] == [
-            ("private", "local", "ok"), ("private", "local", "refused"), ("private", "local", "refused"),
-            (None, "hosted", "ok")]
+            ("private", "local", "ok"),
+            ("private", "local", "refused"),
+            ("private", "local", "refused"),
+            (None, "hosted", "ok"),
+        ]
         assert rows[1]["status"] == 503 and rows[1]["key_id"] == key_id
     finally:
         g.stop()
 
 
-def test_budget_holds_under_concurrency(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream,
-                                        env: None) -> None:
+def test_budget_holds_under_concurrency(
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
     """Eight concurrent fallbacks against a budget that fits three: exactly three are served, the
     rest get 429 budget_exceeded, and the spend never exceeds the budget plus one reservation."""
     cloud.config.slow_delay_s = 0.5  # all eight are in flight together
     budget = Decimal("0.005")
     team = {"budget": {"usd_per_day": str(budget)}, "fallback": {"models": [OPENAI_SLOW], "triggers": ALL}}
-    g = start(tmp_path, local, cloud, None, {}, auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"},
-              teams={"research": team})
+    g = start(
+        tmp_path,
+        local,
+        cloud,
+        None,
+        {},
+        auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"},
+        teams={"research": team},
+    )
     try:
         key, _ = create_key(g, "research")
         c = async_client(g, key)
@@ -312,9 +396,13 @@ def test_budget_holds_under_concurrency(tmp_path: Path, local: FakeUpstream, clo
         g.stop()
 
 
-def test_budget_without_max_tokens_caps_the_hosted_call(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream,
-                                                        env: None) -> None:
-    policy = {"budget": {"usd_per_month": "1", "assume_max_tokens": 7}, "fallback": {"models": [OPENAI_FAKE], "triggers": ALL}}
+def test_budget_without_max_tokens_caps_the_hosted_call(
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
+    policy = {
+        "budget": {"usd_per_month": "1", "assume_max_tokens": 7},
+        "fallback": {"models": [OPENAI_FAKE], "triggers": ALL},
+    }
     g = start(tmp_path, local, cloud, None, policy)
     try:
         r = client(g).chat.completions.create(model="gpt-4.1-mini", messages=MSG)
@@ -325,12 +413,17 @@ def test_budget_without_max_tokens_caps_the_hosted_call(tmp_path: Path, local: F
 
 
 def test_client_leaving_a_hosted_stream_closes_the_provider_connection(
-        tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None) -> None:
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
     cloud.config.chunk_delay_s = 0.02
     g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}})
     try:
-        with httpx.stream("POST", g.base_url + "/chat/completions", timeout=10,
-                          json={"model": "nope", "messages": MSG, "stream": True, "max_tokens": 300}) as r:
+        with httpx.stream(
+            "POST",
+            g.base_url + "/chat/completions",
+            timeout=10,
+            json={"model": "nope", "messages": MSG, "stream": True, "max_tokens": 300},
+        ) as r:
             for _ in r.iter_raw():
                 break
         cloud.wait_for_disconnects(1, timeout=5)
@@ -341,11 +434,20 @@ def test_client_leaving_a_hosted_stream_closes_the_provider_connection(
         g.stop()
 
 
-def test_report_shows_hosted_spend_by_cause_per_team(tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream,
-                                                     env: None) -> None:
+def test_report_shows_hosted_spend_by_cause_per_team(
+    tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
+) -> None:
     team = {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}}
-    g = start(tmp_path, local, cloud, None, {}, auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"},
-              teams={"a": team, "b": team}, overload={"max_waiting": 1})
+    g = start(
+        tmp_path,
+        local,
+        cloud,
+        None,
+        {},
+        auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"},
+        teams={"a": team, "b": team},
+        overload={"max_waiting": 1},
+    )
     try:
         ka, _ = create_key(g, "a")
         kb, _ = create_key(g, "b")
@@ -356,8 +458,9 @@ def test_report_shows_hosted_spend_by_cause_per_team(tmp_path: Path, local: Fake
         wait_for(lambda: g.runtime.router.backends[0].waiting == 3)
         client(g, kb).chat.completions.create(model="fake-model", messages=MSG)
         rows = g.wait_rows(4)
-        report = httpx.get(g.url + "/v1/nometer/report?by=team",
-                           headers={"authorization": "Bearer nm-admin-test-secret"}).json()
+        report = httpx.get(
+            g.url + "/v1/nometer/report?by=team", headers={"authorization": "Bearer nm-admin-test-secret"}
+        ).json()
         groups = {gr["key"]: gr for gr in report["groups"]}
         assert set(groups["a"]["hosted_spend_by_cause"]) == {"model_missing"}
         assert groups["a"]["hosted_spend_by_cause"]["model_missing"]["requests"] == 2
@@ -381,5 +484,7 @@ def test_no_fallback_configured_never_imports_litellm(tmp_path: Path) -> None:
         "create_app(s)\n"
         "assert 'adapters.hosted' in sys.modules and 'litellm' not in sys.modules, 'imported before start'\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 0, out.stderr

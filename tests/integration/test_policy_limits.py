@@ -31,12 +31,20 @@ def fake() -> Iterator[FakeUpstream]:
 
 
 def start(tmp_path: Path, fake: FakeUpstream, teams: dict[str, Any], **over: Any) -> GatewayServer:
-    s = gateway_settings(tmp_path, [fake.base_url], auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
-                         teams=teams, aliases={"gpt-4.1": "fake-model"}, **over)
+    s = gateway_settings(
+        tmp_path,
+        [fake.base_url],
+        auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
+        teams=teams,
+        aliases={"gpt-4.1": "fake-model"},
+        **over,
+    )
     return GatewayServer(s).start()
 
 
-def test_allowed_models_and_aliases(tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allowed_models_and_aliases(
+    tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_env(monkeypatch)
     g = start(tmp_path, fake, {"web": {"models": ["gpt-4.1", "fault-*"]}})
     try:
@@ -47,7 +55,9 @@ def test_allowed_models_and_aliases(tmp_path: Path, fake: FakeUpstream, monkeypa
             c.chat.completions.create(model="fake-model", messages=MSG)  # its target is not
         assert exc.value.body["code"] == "model_not_allowed"  # type: ignore[index]
         with pytest.raises(openai.InternalServerError):
-            c.chat.completions.create(model="fault-500", messages=MSG)  # a pattern: allowed, and fails upstream
+            c.chat.completions.create(
+                model="fault-500", messages=MSG
+            )  # a pattern: allowed, and fails upstream
         other, _ = create_key(g, "unlisted")  # a team without an entry gets the default policy: anything
         assert client(g, other).chat.completions.create(model="fake-model", messages=MSG).choices
         listed = {m.id for m in c.models.list().data}  # a team sees only what it may use
@@ -57,13 +67,18 @@ def test_allowed_models_and_aliases(tmp_path: Path, fake: FakeUpstream, monkeypa
         assert "fake-model" in {m.id for m in client(g, other).models.list().data}
         rows = g.wait_rows(4)
         assert [(r["team"], r["outcome"], r["status"]) for r in rows] == [
-            ("web", "ok", 200), ("web", "refused", 403), ("web", "upstream_error", 500), ("unlisted", "ok", 200)]
+            ("web", "ok", 200),
+            ("web", "refused", 403),
+            ("web", "upstream_error", 500),
+            ("unlisted", "ok", 200),
+        ]
     finally:
         g.stop()
 
 
-def test_requests_per_minute_per_key_and_per_team(tmp_path: Path, fake: FakeUpstream,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_requests_per_minute_per_key_and_per_team(
+    tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_env(monkeypatch)
     g = start(tmp_path, fake, {"web": {"limits": {"key": {"rpm": 2}, "team": {"rpm": 3}}}})
     try:
@@ -108,8 +123,9 @@ def test_tokens_per_minute(tmp_path: Path, fake: FakeUpstream, monkeypatch: pyte
 
 
 @pytest.mark.redis
-def test_rate_limits_are_shared_between_replicas_through_redis(tmp_path: Path, fake: FakeUpstream,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limits_are_shared_between_replicas_through_redis(
+    tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_env(monkeypatch)
     prefix = f"nometer-test-{uuid.uuid4().hex[:8]}"
     r = redis.Redis(host="127.0.0.1", port=6379)
@@ -117,8 +133,16 @@ def test_rate_limits_are_shared_between_replicas_through_redis(tmp_path: Path, f
     teams = {"web": {"limits": {"team": {"rpm": 3}}}}
     a = start(tmp_path / "a", fake, teams, limits=limits)
     ledger = {"path": str(a.db_path), "flush_interval_ms": 20}  # one ledger: the keys are shared too
-    b = GatewayServer(gateway_settings(tmp_path / "b", [fake.base_url], auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
-                                       teams=teams, limits=limits, ledger=ledger)).start()
+    b = GatewayServer(
+        gateway_settings(
+            tmp_path / "b",
+            [fake.base_url],
+            auth={"mode": "keys", "admin_key_env": ADMIN_ENV},
+            teams=teams,
+            limits=limits,
+            ledger=ledger,
+        )
+    ).start()
     try:
         key, _ = create_key(a, "web")
         b.runtime.governance.auth.ring = a.runtime.governance.auth.ring  # no need to wait for the refresh
@@ -138,7 +162,9 @@ def test_rate_limits_are_shared_between_replicas_through_redis(tmp_path: Path, f
 
 
 @pytest.mark.redis
-def test_budget_is_shared_through_redis(tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_budget_is_shared_through_redis(
+    tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The budget counter lives in Redis (integer nano-dollars) when Redis is configured."""
     from tests.support.teams import OPENAI_FAKE, hosted_catalogue
 
@@ -146,9 +172,17 @@ def test_budget_is_shared_through_redis(tmp_path: Path, fake: FakeUpstream, monk
     prefix = f"nometer-test-{uuid.uuid4().hex[:8]}"
     r = redis.Redis(host="127.0.0.1", port=6379, decode_responses=True)
     with FakeUpstream() as cloud:
-        team = {"budget": {"usd_per_day": "0.004"}, "fallback": {"models": [OPENAI_FAKE], "triggers": ["model_missing"]}}
-        g = start(tmp_path, fake, {"r": team}, hosted=hosted_catalogue(cloud),
-                  limits={"redis_url": "redis://127.0.0.1:6379/0", "redis_prefix": prefix})
+        team = {
+            "budget": {"usd_per_day": "0.004"},
+            "fallback": {"models": [OPENAI_FAKE], "triggers": ["model_missing"]},
+        }
+        g = start(
+            tmp_path,
+            fake,
+            {"r": team},
+            hosted=hosted_catalogue(cloud),
+            limits={"redis_url": "redis://127.0.0.1:6379/0", "redis_prefix": prefix},
+        )
         try:
             key, _ = create_key(g, "r")
             c = client(g, key)
@@ -169,15 +203,21 @@ def test_budget_is_shared_through_redis(tmp_path: Path, fake: FakeUpstream, monk
             r.close()
 
 
-def test_reload_in_the_middle_of_a_stream(tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reload_in_the_middle_of_a_stream(
+    tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rewrite the config and reload while a stream is running: the stream finishes untouched,
     the next request gets the new policy."""
     use_env(monkeypatch)
     cfg = tmp_path / "nometer.yaml"
     cfg.write_text(yaml.safe_dump({"teams": {"web": {"models": ["fake-model"]}}}))
-    overrides = {"server": {"port": free_port()}, "backends": [{"url": fake.base_url}],
-                 "ledger": {"path": str(tmp_path / "ledger.db"), "flush_interval_ms": 20},
-                 "routing": {"health_interval_s": 0.5}, "auth": {"mode": "keys", "admin_key_env": ADMIN_ENV}}
+    overrides = {
+        "server": {"port": free_port()},
+        "backends": [{"url": fake.base_url}],
+        "ledger": {"path": str(tmp_path / "ledger.db"), "flush_interval_ms": 20},
+        "routing": {"health_interval_s": 0.5},
+        "auth": {"mode": "keys", "admin_key_env": ADMIN_ENV},
+    }
     g = GatewayServer(load_settings(cfg, env={}, overrides=overrides)).start()
     try:
         key, _ = create_key(g, "web")
@@ -186,8 +226,11 @@ def test_reload_in_the_middle_of_a_stream(tmp_path: Path, fake: FakeUpstream, mo
         result: dict[str, Any] = {}
 
         def reload_now() -> None:
-            cfg.write_text(yaml.safe_dump({"teams": {"web": {"models": ["other-model"],
-                                                              "limits": {"key": {"rpm": 100}}}}}))
+            cfg.write_text(
+                yaml.safe_dump(
+                    {"teams": {"web": {"models": ["other-model"], "limits": {"key": {"rpm": 100}}}}}
+                )
+            )
             with admin(g) as a:
                 result["reload"] = a.post("/v1/nometer/admin/reload").json()
             reloaded.set()
@@ -222,7 +265,12 @@ def test_without_policy_nothing_changes(tmp_path: Path, fake: FakeUpstream) -> N
     try:
         for key in ("unused", "sk-anything"):
             assert client(g, key).chat.completions.create(model="fake-model", messages=MSG).choices
-        assert httpx.post(g.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSG}).status_code == 200
+        assert (
+            httpx.post(
+                g.base_url + "/chat/completions", json={"model": "fake-model", "messages": MSG}
+            ).status_code
+            == 200
+        )
         assert [r["team"] for r in g.wait_rows(3)] == [None, None, None]
         assert g.runtime.governance.gate.hosted is None
         t0 = time.monotonic()

@@ -18,12 +18,19 @@ MSG = [{"role": "user", "content": "Write a Python function that adds two number
 
 
 @pytest.fixture
-def gw(tmp_path: Path, vllm_chat: VllmServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[GatewayServer, FakeUpstream]]:
+def gw(
+    tmp_path: Path, vllm_chat: VllmServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[GatewayServer, FakeUpstream]]:
     use_env(monkeypatch)
     with FakeUpstream() as cloud:
         policy = {"fallback": {"models": [OPENAI_FAKE], "triggers": ["overloaded", "context_too_long"]}}
-        s = gateway_settings(tmp_path, [vllm_chat.base_url], timeouts={"read_s": 120}, policy=policy,
-                             hosted=hosted_catalogue(cloud, max_waiting=100, max_kv_cache_usage=0.99))
+        s = gateway_settings(
+            tmp_path,
+            [vllm_chat.base_url],
+            timeouts={"read_s": 120},
+            policy=policy,
+            hosted=hosted_catalogue(cloud, max_waiting=100, max_kv_cache_usage=0.99),
+        )
         g = GatewayServer(s).start()
         yield g, cloud
         g.stop()
@@ -43,4 +50,7 @@ def test_load_and_context_come_from_vllm(gw: tuple[GatewayServer, FakeUpstream])
     assert raw.headers["x-nometer-fallback-cause"] == "context_too_long"
     assert len(cloud.requests_to("/v1/chat/completions")) == 1
     rows = g.wait_rows(2)
-    assert [(r["route"], r["fallback_cause"]) for r in rows] == [("local", None), ("hosted", "context_too_long")]
+    assert [(r["route"], r["fallback_cause"]) for r in rows] == [
+        ("local", None),
+        ("hosted", "context_too_long"),
+    ]

@@ -44,22 +44,39 @@ def pg_url() -> Iterator[str]:
 
 def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
     with FakeUpstream() as fake:
-        gws = [GatewayServer(gateway_settings(tmp_path / str(i), [fake.base_url],
-                                              ledger={"url": pg_url, "path": str(tmp_path / f"{i}.db")})).start()
-               for i in range(2)]
+        gws = [
+            GatewayServer(
+                gateway_settings(
+                    tmp_path / str(i),
+                    [fake.base_url],
+                    ledger={"url": pg_url, "path": str(tmp_path / f"{i}.db")},
+                )
+            ).start()
+            for i in range(2)
+        ]
         try:
             for i, g in enumerate(gws):
                 c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
                 for _ in range(3):
-                    c.chat.completions.create(model="fake-model", messages=MSG,
-                                              extra_headers={"x-nometer-tag": f"replica-{i}"})
-                list(c.chat.completions.create(model="fake-model", messages=MSG, stream=True,
-                                               extra_headers={"x-nometer-tag": f"replica-{i}"}))
+                    c.chat.completions.create(
+                        model="fake-model", messages=MSG, extra_headers={"x-nometer-tag": f"replica-{i}"}
+                    )
+                list(
+                    c.chat.completions.create(
+                        model="fake-model",
+                        messages=MSG,
+                        stream=True,
+                        extra_headers={"x-nometer-tag": f"replica-{i}"},
+                    )
+                )
         finally:
             for g in gws:
                 g.stop()  # drains both recorders into PostgreSQL
-        g2 = GatewayServer(gateway_settings(tmp_path / "r", [fake.base_url],
-                                            ledger={"url": pg_url, "path": str(tmp_path / "r.db")})).start()
+        g2 = GatewayServer(
+            gateway_settings(
+                tmp_path / "r", [fake.base_url], ledger={"url": pg_url, "path": str(tmp_path / "r.db")}
+            )
+        ).start()
         try:
             rep = httpx.get(g2.url + "/v1/nometer/report", params={"by": "tag"}).json()
         finally:
@@ -85,17 +102,48 @@ def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
     for ref in rep["references"]:
         want = sum(Decimal(s["cloud_pusd"]) for s in shadows if s["ref_model"] == ref) / PICO
         assert Decimal(rep["totals"]["cloud_cost_usd"][ref]) == want > 0
-    out = subprocess.run([sys.executable, "-m", "gateway", "report", "--db", pg_url, "--by", "tag", "--format",
-                          "json", "--config", "/dev/null"], capture_output=True, text=True, timeout=60, check=False,
-                         cwd=tmp_path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "report",
+            "--db",
+            pg_url,
+            "--by",
+            "tag",
+            "--format",
+            "json",
+            "--config",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["groups"] == rep["groups"]
-    usage = subprocess.run([sys.executable, "-m", "gateway", "usage", "--db", pg_url, "--format", "json"],
-                           capture_output=True, text=True, timeout=60, check=False)
+    usage = subprocess.run(
+        [sys.executable, "-m", "gateway", "usage", "--db", pg_url, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert len(usage.stdout.splitlines()) == 8
-    verify = subprocess.run([sys.executable, "-m", "gateway", "verify", "--db", pg_url, "--config", "/dev/null"],
-                            capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
-    assert verify.returncode == 0 and "8 of 8 receipts recomputed identically" in verify.stdout, verify.stdout + verify.stderr
+    verify = subprocess.run(
+        [sys.executable, "-m", "gateway", "verify", "--db", pg_url, "--config", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert verify.returncode == 0 and "8 of 8 receipts recomputed identically" in verify.stdout, (
+        verify.stdout + verify.stderr
+    )
 
 
 def test_replicas_share_keys_through_postgres(tmp_path: Path, pg_url: str) -> None:
@@ -107,25 +155,43 @@ def test_replicas_share_keys_through_postgres(tmp_path: Path, pg_url: str) -> No
     os.environ[env_key] = "admin-secret-123"
     try:
         with FakeUpstream() as fake:
-            gws = [GatewayServer(gateway_settings(
-                tmp_path / str(i), [fake.base_url], server={"host": "127.0.0.1"},
-                auth={"mode": "keys", "admin_key_env": env_key, "refresh_s": 0.2},
-                ledger={"url": pg_url, "path": str(tmp_path / f"{i}.db")})).start() for i in range(2)]
+            gws = [
+                GatewayServer(
+                    gateway_settings(
+                        tmp_path / str(i),
+                        [fake.base_url],
+                        server={"host": "127.0.0.1"},
+                        auth={"mode": "keys", "admin_key_env": env_key, "refresh_s": 0.2},
+                        ledger={"url": pg_url, "path": str(tmp_path / f"{i}.db")},
+                    )
+                ).start()
+                for i in range(2)
+            ]
             try:
-                made = httpx.post(gws[0].url + "/v1/nometer/admin/keys", json={"team": "research"},
-                                  headers={"authorization": "Bearer admin-secret-123"})
+                made = httpx.post(
+                    gws[0].url + "/v1/nometer/admin/keys",
+                    json={"team": "research"},
+                    headers={"authorization": "Bearer admin-secret-123"},
+                )
                 assert made.status_code == 201, made.text
                 key, key_id = made.json()["key"], made.json()["key_id"]
-                cli = subprocess.run([sys.executable, "-m", "gateway", "keys", "create", "--team", "ops",
-                                      "--db", pg_url], capture_output=True, text=True, timeout=60, check=False)
+                cli = subprocess.run(
+                    [sys.executable, "-m", "gateway", "keys", "create", "--team", "ops", "--db", pg_url],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
                 assert cli.returncode == 0, cli.stderr
                 cli_key = next(w for w in cli.stdout.split() if w.startswith("nmk-"))
                 for g in gws:
                     for k in (key, cli_key):
                         c = openai.OpenAI(base_url=g.base_url, api_key=k, max_retries=0)
                         assert c.chat.completions.create(model="fake-model", messages=MSG).choices
-                httpx.post(f"{gws[1].url}/v1/nometer/admin/keys/{key_id}/disable",
-                           headers={"authorization": "Bearer admin-secret-123"}).raise_for_status()
+                httpx.post(
+                    f"{gws[1].url}/v1/nometer/admin/keys/{key_id}/disable",
+                    headers={"authorization": "Bearer admin-secret-123"},
+                ).raise_for_status()
                 import time
 
                 deadline = time.monotonic() + 5

@@ -31,7 +31,8 @@ def test_chat_lists_its_model(vllm_chat: VllmServer) -> None:
 def test_chat_completion_reports_usage(vllm_chat: VllmServer) -> None:
     with _client(vllm_chat) as client:
         completion = client.chat.completions.create(
-            model="tiny-llama", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4)
+            model="tiny-llama", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
+        )
     assert completion.choices[0].finish_reason == "length"  # the random model never stops early
     usage = completion.usage
     assert usage is not None and usage.completion_tokens == 4 and usage.prompt_tokens > 0

@@ -20,10 +20,16 @@ MSG = [{"role": "user", "content": "Write a Python function that adds two number
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, vllm_chat: VllmServer, vllm_embed: VllmServer) -> Iterator[GatewayServer]:
+def gw(
+    tmp_path_factory: pytest.TempPathFactory, vllm_chat: VllmServer, vllm_embed: VllmServer
+) -> Iterator[GatewayServer]:
     tmp = tmp_path_factory.mktemp("gw")
-    s = gateway_settings(tmp, [vllm_chat.base_url, vllm_embed.base_url], timeouts={"read_s": 120},
-                         aliases={"gpt-4.1": "tiny-llama"})
+    s = gateway_settings(
+        tmp,
+        [vllm_chat.base_url, vllm_embed.base_url],
+        timeouts={"read_s": 120},
+        aliases={"gpt-4.1": "tiny-llama"},
+    )
     g = GatewayServer(s).start()
     yield g
     g.stop()
@@ -40,19 +46,24 @@ def test_models_union_and_alias(client: openai.OpenAI) -> None:
 
 
 def test_chat_non_stream(gw: GatewayServer, client: openai.OpenAI) -> None:
-    raw = client.chat.completions.with_raw_response.create(model="tiny-llama", messages=MSG, max_tokens=8,
-                                                           temperature=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny-llama", messages=MSG, max_tokens=8, temperature=0
+    )
     r = raw.parse()
     assert r.usage and r.usage.completion_tokens == 8 and r.choices[0].finish_reason == "length"
     row = gw.row(raw.headers["x-request-id"])
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (
-        r.usage.prompt_tokens, 8, r.usage.total_tokens)
+        r.usage.prompt_tokens,
+        8,
+        r.usage.total_tokens,
+    )
     assert (row["usage_source"], row["outcome"], row["served_model"]) == ("upstream", "ok", "tiny-llama")
 
 
 def test_chat_stream_without_usage_is_stripped_but_recorded(gw: GatewayServer, client: openai.OpenAI) -> None:
-    raw = client.chat.completions.with_raw_response.create(model="gpt-4.1", messages=MSG, max_tokens=8,
-                                                           temperature=0, stream=True)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4.1", messages=MSG, max_tokens=8, temperature=0, stream=True
+    )
     chunks = list(raw.parse())
     assert all(c.usage is None for c in chunks) and all(c.choices for c in chunks)
     row = gw.row(raw.headers["x-request-id"])
@@ -62,8 +73,13 @@ def test_chat_stream_without_usage_is_stripped_but_recorded(gw: GatewayServer, c
 
 def test_chat_stream_with_usage(gw: GatewayServer, client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="tiny-llama", messages=MSG, max_tokens=6, temperature=0, stream=True,
-        stream_options={"include_usage": True})
+        model="tiny-llama",
+        messages=MSG,
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(raw.parse())
     last = chunks[-1]
     assert last.choices == [] and last.usage is not None and last.usage.completion_tokens == 6
@@ -75,22 +91,28 @@ def test_chat_stream_with_usage(gw: GatewayServer, client: openai.OpenAI) -> Non
 
 
 def test_completions(gw: GatewayServer, client: openai.OpenAI) -> None:
-    raw = client.completions.with_raw_response.create(model="tiny-llama", prompt="def main(", max_tokens=5,
-                                                      temperature=0)
+    raw = client.completions.with_raw_response.create(
+        model="tiny-llama", prompt="def main(", max_tokens=5, temperature=0
+    )
     assert raw.parse().usage.completion_tokens == 5  # type: ignore[union-attr]
-    chunks = list(client.completions.create(model="tiny-llama", prompt="def main(", max_tokens=5, stream=True))
+    chunks = list(
+        client.completions.create(model="tiny-llama", prompt="def main(", max_tokens=5, stream=True)
+    )
     assert chunks and all(c.usage is None for c in chunks)
     assert gw.row(raw.headers["x-request-id"])["completion_tokens"] == 5
 
 
 def test_responses_api(gw: GatewayServer, client: openai.OpenAI) -> None:
-    raw = client.responses.with_raw_response.create(model="tiny-llama", input="Say hi", max_output_tokens=6,
-                                                     temperature=0)
+    raw = client.responses.with_raw_response.create(
+        model="tiny-llama", input="Say hi", max_output_tokens=6, temperature=0
+    )
     r = raw.parse()
     assert r.usage is not None and r.usage.output_tokens == 6
     row = gw.row(raw.headers["x-request-id"])
     assert (row["prompt_tokens"], row["completion_tokens"]) == (r.usage.input_tokens, 6)
-    events = list(client.responses.create(model="tiny-llama", input="Say hi", max_output_tokens=6, stream=True))
+    events = list(
+        client.responses.create(model="tiny-llama", input="Say hi", max_output_tokens=6, stream=True)
+    )
     done = [e for e in events if e.type == "response.completed"]
     assert done and done[0].response.usage is not None
     rows = gw.wait_rows(1, "WHERE endpoint = '/v1/responses' AND stream = 1")
@@ -98,7 +120,9 @@ def test_responses_api(gw: GatewayServer, client: openai.OpenAI) -> None:
 
 
 def test_embeddings(gw: GatewayServer, client: openai.OpenAI) -> None:
-    raw = client.embeddings.with_raw_response.create(model="tiny-embed", input=["hello world", "def f(): pass"])
+    raw = client.embeddings.with_raw_response.create(
+        model="tiny-embed", input=["hello world", "def f(): pass"]
+    )
     e = raw.parse()
     assert len(e.data) == 2 and len(e.data[0].embedding) > 0
     row = gw.row(raw.headers["x-request-id"])
@@ -127,7 +151,10 @@ def test_other_vllm_routes_are_forwarded(gw: GatewayServer) -> None:
 
 def _metric(vllm: VllmServer, name: str) -> float:
     text = httpx.get(vllm.url + "/metrics").text
-    return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.MULTILINE))
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.MULTILINE)
+    )
 
 
 def test_client_disconnect_aborts_vllm(gw: GatewayServer, vllm_chat: VllmServer) -> None:
@@ -135,8 +162,13 @@ def test_client_disconnect_aborts_vllm(gw: GatewayServer, vllm_chat: VllmServer)
     (vLLM 0.32 does not count client aborts in request_success_total{finished_reason="abort"};
     the generated-token counter stopping far short of max_tokens is the evidence.)"""
     before = _metric(vllm_chat, "vllm:generation_tokens_total")
-    with httpx.stream("POST", gw.base_url + "/chat/completions", timeout=60, headers={"x-request-id": "gone-1"},
-                      json={"model": "tiny-llama", "messages": MSG, "max_tokens": 2000, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        gw.base_url + "/chat/completions",
+        timeout=60,
+        headers={"x-request-id": "gone-1"},
+        json={"model": "tiny-llama", "messages": MSG, "max_tokens": 2000, "stream": True},
+    ) as r:
         for n, _ in enumerate(r.iter_raw(), 1):
             if n == 3:
                 break
@@ -159,13 +191,33 @@ def test_usage_cli_json(gw: GatewayServer, tmp_path: Path) -> None:
     import orjson
 
     gw.wait_rows(3)
-    out = subprocess.run([sys.executable, "-m", "gateway", "usage", "--db", str(gw.db_path), "--format", "json",
-                          "--limit", "1000"], capture_output=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "usage",
+            "--db",
+            str(gw.db_path),
+            "--format",
+            "json",
+            "--limit",
+            "1000",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert {r["request_id"] for r in lines} == {r["request_id"] for r in gw.rows()}
     assert all({"request_id", "prompt_tokens", "completion_tokens"} <= set(r) for r in lines)
-    table = subprocess.run([sys.executable, "-m", "gateway", "usage", "--db", str(gw.db_path)],
-                           capture_output=True, check=True, timeout=60, text=True).stdout
+    table = subprocess.run(
+        [sys.executable, "-m", "gateway", "usage", "--db", str(gw.db_path)],
+        capture_output=True,
+        check=True,
+        timeout=60,
+        text=True,
+    ).stdout
     assert "requests in the ledger" in table
 
 

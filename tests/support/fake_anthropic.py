@@ -104,31 +104,55 @@ class FakeAnthropic:
         if body.get("model") == "fault-overloaded":
             return _error(529, "overloaded_error", "Overloaded")
         system = body.get("system")
-        input_tokens = max(1, count_words([m.get("content") for m in body.get("messages", [])]) + count_words(system))
+        input_tokens = max(
+            1, count_words([m.get("content") for m in body.get("messages", [])]) + count_words(system)
+        )
         n = self.config.tokens if self.config.tokens is not None else int(body.get("max_tokens") or 16)
         stop = "max_tokens" if self.config.tokens is None else "end_turn"
         msg_id = f"msg_{uuid.uuid4().hex[:20]}"
         if not body.get("stream"):
             text = "".join(word(i) for i in range(n))
-            return web.json_response({
-                "id": msg_id, "type": "message", "role": "assistant", "model": body.get("model"),
-                "content": [{"type": "text", "text": text}], "stop_reason": stop, "stop_sequence": None,
-                "usage": {"input_tokens": input_tokens, "output_tokens": n}})
+            return web.json_response(
+                {
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body.get("model"),
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": n},
+                }
+            )
         resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
         await resp.prepare(request)
-        start = {"id": msg_id, "type": "message", "role": "assistant", "model": body.get("model"), "content": [],
-                 "stop_reason": None, "stop_sequence": None,
-                 "usage": {"input_tokens": input_tokens, "output_tokens": 1}}
+        start = {
+            "id": msg_id,
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        }
         await resp.write(_event("message_start", {"message": start}))
-        await resp.write(_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
+        await resp.write(
+            _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        )
         await resp.write(_event("ping", {}))
         for i in range(n):
             await asyncio.sleep(self.config.chunk_delay_s)
-            await resp.write(_event("content_block_delta",
-                                    {"index": 0, "delta": {"type": "text_delta", "text": word(i)}}))
+            await resp.write(
+                _event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word(i)}})
+            )
         await resp.write(_event("content_block_stop", {"index": 0}))
-        await resp.write(_event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
-                                                  "usage": {"output_tokens": n}}))
+        await resp.write(
+            _event(
+                "message_delta",
+                {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": n}},
+            )
+        )
         await resp.write(_event("message_stop", {}))
         await resp.write_eof()
         return resp
@@ -139,4 +163,6 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 def _error(status: int, err_type: str, message: str) -> web.Response:
-    return web.json_response({"type": "error", "error": {"type": err_type, "message": message}}, status=status)
+    return web.json_response(
+        {"type": "error", "error": {"type": err_type, "message": message}}, status=status
+    )

@@ -27,8 +27,14 @@ def sse(payload: Json | str) -> bytes:
 
 
 def error_body(status: int, message: str, err_type: str, code: str | int | None = None) -> Json:
-    return {"error": {"message": message, "type": err_type, "param": None,
-                      "code": status if code is None else code}}
+    return {
+        "error": {
+            "message": message,
+            "type": err_type,
+            "param": None,
+            "code": status if code is None else code,
+        }
+    }
 
 
 def count_words(value: Any) -> int:
@@ -43,8 +49,12 @@ def count_words(value: Any) -> int:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> Json:
-    return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens": completion_tokens, "prompt_tokens_details": {"cached_tokens": 0}}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def word(i: int) -> str:
@@ -61,8 +71,11 @@ class Completion:
         self.created = int(time.time())
         self.n_tokens = n_tokens
         self.finish_reason = finish_reason
-        prompt = ([m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)]
-                  if chat else body.get("prompt"))
+        prompt = (
+            [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)]
+            if chat
+            else body.get("prompt")
+        )
         self.prompt_tokens = max(1, count_words(prompt))
         options = body.get("stream_options") or {}
         self.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
@@ -73,9 +86,15 @@ class Completion:
 
     def _envelope(self, choices: list[Json], *, chunk: bool) -> Json:
         kind = ("chat.completion" if self.chat else "text_completion") + (
-            ".chunk" if chunk and self.chat else "")
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
-                "choices": choices}
+            ".chunk" if chunk and self.chat else ""
+        )
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
 
     def full(self) -> Json:
         text = "".join(word(i) for i in range(self.n_tokens))
@@ -90,14 +109,22 @@ class Completion:
         """vLLM opens a chat stream with an empty assistant delta; text streams have none."""
         if not self.chat:
             return None
-        return self._envelope([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None, "finish_reason": None}], chunk=True)
+        return self._envelope(
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+            chunk=True,
+        )
 
     def chunk(self, i: int) -> Json:
         """Content chunk ``i``; like vLLM, the last one carries the finish reason."""
         last = i == self.n_tokens - 1
-        choice: Json = {"index": 0, "logprobs": None,
-                        "finish_reason": self.finish_reason if last else None}
+        choice: Json = {"index": 0, "logprobs": None, "finish_reason": self.finish_reason if last else None}
         if self.chat:
             choice["delta"] = {"content": word(i)}
         else:
@@ -129,8 +156,13 @@ def embeddings(body: Json, dim: int) -> Json:
         seed = hashlib.sha256(orjson.dumps(item)).digest()
         vector = [(seed[i % len(seed)] - 127.5) / 127.5 for i in range(dim)]
         embedding: list[float] | str = (
-            base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode() if as_base64 else vector)
+            base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode() if as_base64 else vector
+        )
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     prompt_tokens = max(1, sum(_input_tokens(item) for item in inputs))
-    return {"object": "list", "model": str(body.get("model", FAKE_MODEL)), "data": data,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+    return {
+        "object": "list",
+        "model": str(body.get("model", FAKE_MODEL)),
+        "data": data,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

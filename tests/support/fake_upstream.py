@@ -145,8 +145,7 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         # handler_cancellation: a client that leaves cancels its handler, which is how we see it.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind((HOST, 0))
@@ -206,15 +205,14 @@ class FakeUpstream:
         """Block until ``predicate(self)`` holds (re-checked on every change); else TimeoutError."""
         with self._changed:
             if not self._changed.wait_for(lambda: predicate(self), timeout):
-                raise TimeoutError(f"fake upstream: condition not met in {timeout}s; "
-                                   f"requests: {self._records}")
+                raise TimeoutError(
+                    f"fake upstream: condition not met in {timeout}s; requests: {self._records}"
+                )
 
     def wait_for_disconnects(self, count: int = 1, timeout: float = 5.0) -> None:
         self.wait_until(lambda fake: fake.disconnects >= count, timeout)
 
-    async def wait_until_async(
-        self, predicate: Callable[[FakeUpstream], bool], timeout: float = 5.0
-    ) -> None:
+    async def wait_until_async(self, predicate: Callable[[FakeUpstream], bool], timeout: float = 5.0) -> None:
         """``wait_until`` without blocking the caller's event loop."""
         await asyncio.to_thread(self.wait_until, predicate, timeout)
 
@@ -265,8 +263,10 @@ class FakeUpstream:
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         """The two load gauges vLLM exports, in Prometheus text format."""
         labels = f'{{engine="0",model_name="{FAKE_MODEL}"}}'
-        text = (f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} {float(self.config.waiting)}\n"
-                f"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{labels} {self.config.kv_cache_usage}\n")
+        text = (
+            f"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{labels} {float(self.config.waiting)}\n"
+            f"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{labels} {self.config.kv_cache_usage}\n"
+        )
         return web.Response(text=text, content_type="text/plain")
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -304,8 +304,11 @@ class FakeUpstream:
         if model == "fault-500":
             return body, _json(500, error_body(500, "fake upstream failure", "InternalServerError"))
         if model == "fault-429":
-            return body, _json(429, error_body(429, "fake rate limit", "requests", "rate_limit_exceeded"),
-                               {"retry-after": str(self.config.retry_after_s)})
+            return body, _json(
+                429,
+                error_body(429, "fake rate limit", "requests", "rate_limit_exceeded"),
+                {"retry-after": str(self.config.retry_after_s)},
+            )
         if model == "fault-drop":
             self._set_outcome(record, "server_closed")
             assert request.transport is not None
@@ -338,8 +341,9 @@ class FakeUpstream:
     async def _stream(self, request: web.Request, completion: Completion) -> web.StreamResponse:
         reset_after = self.config.reset_after_chunks if completion.model == "fault-reset" else None
         delay = _ms_header(request, "x-fake-chunk-delay-ms", self.config.chunk_delay_s)
-        response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
-                                               "cache-control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+        )
         await response.prepare(request)
         first = completion.first_chunk()
         if first is not None:
@@ -359,8 +363,9 @@ class FakeUpstream:
 
 
 def _json(status: int, payload: Json, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(payload), headers=headers,
-                        content_type="application/json")
+    return web.Response(
+        status=status, body=orjson.dumps(payload), headers=headers, content_type="application/json"
+    )
 
 
 def _ms_header(request: web.Request, name: str, default_s: float) -> float:

@@ -29,8 +29,17 @@ class GatewayServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = self.url + "/v1"
         self.db_path = Path(settings.ledger.path)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
-                                lifespan="on", access_log=False, log_config=None, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            loop="asyncio",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=5,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"gateway-{self.port}")
 
@@ -67,7 +76,9 @@ class GatewayServer:
             c.row_factory = sqlite3.Row
             return [dict(r) for r in c.execute(f"SELECT * FROM usage_events {where} ORDER BY id", params)]
 
-    def wait_rows(self, n: int, where: str = "", params: tuple[Any, ...] = (), timeout: float = 10) -> list[dict[str, Any]]:
+    def wait_rows(
+        self, n: int, where: str = "", params: tuple[Any, ...] = (), timeout: float = 10
+    ) -> list[dict[str, Any]]:
         """Wait until the recorder has written at least ``n`` matching rows."""
         deadline = time.monotonic() + timeout
         while True:

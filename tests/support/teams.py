@@ -32,11 +32,20 @@ def use_env(monkeypatch: pytest.MonkeyPatch, anthropic: FakeAnthropic | None = N
         monkeypatch.setenv(ANTHROPIC_KEY_ENV, anthropic.config.api_key)
 
 
-def hosted_catalogue(openai_fake: FakeUpstream, anthropic: FakeAnthropic | None = None,
-                     **overload: Any) -> dict[str, Any]:
+def hosted_catalogue(
+    openai_fake: FakeUpstream, anthropic: FakeAnthropic | None = None, **overload: Any
+) -> dict[str, Any]:
     models: dict[str, Any] = {
-        OPENAI_FAKE: {"api_base": openai_fake.base_url, "api_key_env": OPENAI_KEY_ENV, "price_as": "gpt-4.1-mini"},
-        OPENAI_SLOW: {"api_base": openai_fake.base_url, "api_key_env": OPENAI_KEY_ENV, "price_as": "gpt-4.1-mini"},
+        OPENAI_FAKE: {
+            "api_base": openai_fake.base_url,
+            "api_key_env": OPENAI_KEY_ENV,
+            "price_as": "gpt-4.1-mini",
+        },
+        OPENAI_SLOW: {
+            "api_base": openai_fake.base_url,
+            "api_key_env": OPENAI_KEY_ENV,
+            "price_as": "gpt-4.1-mini",
+        },
     }
     if anthropic is not None:
         models[CLAUDE] = {"api_base": anthropic.url, "api_key_env": ANTHROPIC_KEY_ENV}

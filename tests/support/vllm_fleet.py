@@ -53,8 +53,7 @@ class VllmFleet:
         for key in dict.fromkeys([name, *wanted]):
             if key not in self._servers:
                 spec = self._specs[key]
-                self._servers[key] = launch_server(
-                    served_name=spec.served_name, extra_args=spec.extra_args)
+                self._servers[key] = launch_server(served_name=spec.served_name, extra_args=spec.extra_args)
         server = self._servers[name]
         if name not in self._ready:
             server.wait_ready()

@@ -45,7 +45,11 @@ def test_a_line_is_one_json_object_with_its_extras(lines: io.StringIO) -> None:
     except ValueError:
         logging.getLogger("nometer.test").exception("failed")
     first, second = parsed(lines)
-    assert first["msg"] == "backend b0 slow" and first["level"] == "warning" and first["logger"] == "nometer.test"
+    assert (
+        first["msg"] == "backend b0 slow"
+        and first["level"] == "warning"
+        and first["logger"] == "nometer.test"
+    )
     assert first["request_id"] == "r-1" and first["ms"] == 12
     assert first["ts"].endswith("Z") and len(first["ts"]) == len("2026-01-01T00:00:00.000Z")
     assert "ValueError: boom" in second["exc"] and "request_id" not in second
@@ -61,7 +65,10 @@ def test_the_request_context_names_the_request(lines: io.StringIO) -> None:
         logs.REQUEST_ID.reset(token)
     log.info("outside")
     assert [(r["msg"], r.get("request_id")) for r in parsed(lines)] == [
-        ("inside", "ctx-7"), ("explicit wins", "other"), ("outside", None)]
+        ("inside", "ctx-7"),
+        ("explicit wins", "other"),
+        ("outside", None),
+    ]
 
 
 def _row(**values: Any) -> tuple[Any, ...]:
@@ -69,20 +76,74 @@ def _row(**values: Any) -> tuple[Any, ...]:
 
 
 def test_access_lines_carry_the_request(lines: io.StringIO) -> None:
-    rows = [_row(request_id="r-1", ts=1_700_000_000.25, endpoint="/v1/chat/completions", requested_model="gpt-4o",
-                 served_model="llama", backend="b0", route="local", status=200, outcome="ok", stream=1,
-                 latency_ms=812.5, ttft_ms=40.0, prompt_tokens=12, completion_tokens=30, usage_source="reported",
-                 team="research", key_id="key_1", tag="run-3"),
-            _row(request_id="r-2", ts=1_700_000_001.0, endpoint="/v1/embeddings", requested_model="e5",
-                 route="local", status=502, outcome="unreachable", stream=0, error="no backend")]
+    rows = [
+        _row(
+            request_id="r-1",
+            ts=1_700_000_000.25,
+            endpoint="/v1/chat/completions",
+            requested_model="gpt-4o",
+            served_model="llama",
+            backend="b0",
+            route="local",
+            status=200,
+            outcome="ok",
+            stream=1,
+            latency_ms=812.5,
+            ttft_ms=40.0,
+            prompt_tokens=12,
+            completion_tokens=30,
+            usage_source="reported",
+            team="research",
+            key_id="key_1",
+            tag="run-3",
+        ),
+        _row(
+            request_id="r-2",
+            ts=1_700_000_001.0,
+            endpoint="/v1/embeddings",
+            requested_model="e5",
+            route="local",
+            status=502,
+            outcome="unreachable",
+            stream=0,
+            error="no backend",
+        ),
+    ]
     logs.access(EVENT_COLUMNS, rows)
     a, b = parsed(lines)
     assert a["logger"] == "nometer.access" and a["msg"] == "/v1/chat/completions 200 ok"
-    assert {k: a[k] for k in ("request_id", "model", "served_model", "backend", "status", "outcome", "stream",
-                              "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "team", "tag")} == {
-        "request_id": "r-1", "model": "gpt-4o", "served_model": "llama", "backend": "b0", "status": 200,
-        "outcome": "ok", "stream": True, "latency_ms": 812.5, "ttft_ms": 40.0, "prompt_tokens": 12,
-        "completion_tokens": 30, "team": "research", "tag": "run-3"}
+    assert {
+        k: a[k]
+        for k in (
+            "request_id",
+            "model",
+            "served_model",
+            "backend",
+            "status",
+            "outcome",
+            "stream",
+            "latency_ms",
+            "ttft_ms",
+            "prompt_tokens",
+            "completion_tokens",
+            "team",
+            "tag",
+        )
+    } == {
+        "request_id": "r-1",
+        "model": "gpt-4o",
+        "served_model": "llama",
+        "backend": "b0",
+        "status": 200,
+        "outcome": "ok",
+        "stream": True,
+        "latency_ms": 812.5,
+        "ttft_ms": 40.0,
+        "prompt_tokens": 12,
+        "completion_tokens": 30,
+        "team": "research",
+        "tag": "run-3",
+    }
     assert a["started"] == "2023-11-14T22:13:20.250Z"
     assert b["request_id"] == "r-2" and b["error"] == "no backend" and b["stream"] is False
     assert "team" not in b and "ttft_ms" not in b  # empty fields are left out
@@ -98,18 +159,30 @@ def test_access_log_is_skipped_when_its_logger_is_off(lines: io.StringIO) -> Non
 
 
 def _rec(i: int) -> RequestRecord:
-    return RequestRecord(f"req-{i}", "/v1/chat/completions", "m", 1_700_000_000.0 + i, 0.0, served_model="m",
-                         status=200, latency_s=0.5, tag="t",
-                         response=b'{"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}')
+    return RequestRecord(
+        f"req-{i}",
+        "/v1/chat/completions",
+        "m",
+        1_700_000_000.0 + i,
+        0.0,
+        served_model="m",
+        status=200,
+        latency_s=0.5,
+        tag="t",
+        response=b'{"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}',
+    )
 
 
 @pytest.mark.parametrize("on", [True, False])
-async def test_the_recorder_writes_the_access_log_after_each_batch(tmp_path: Path, lines: io.StringIO,
-                                                                   on: bool) -> None:
+async def test_the_recorder_writes_the_access_log_after_each_batch(
+    tmp_path: Path, lines: io.StringIO, on: bool
+) -> None:
     db = tmp_path / "l.db"
     store = SQLiteStore(db)
     await store.open()
-    rec = Recorder(store, LedgerSettings(path=str(db), flush_interval_ms=10), make_finalizer(None), access_log=on)
+    rec = Recorder(
+        store, LedgerSettings(path=str(db), flush_interval_ms=10), make_finalizer(None), access_log=on
+    )
     rec.start()
     for i in range(3):
         rec.record(_rec(i))
@@ -120,8 +193,10 @@ async def test_the_recorder_writes_the_access_log_after_each_batch(tmp_path: Pat
     if not on:
         assert access == []
         return
-    assert [(r["request_id"], r["status"], r["outcome"], r["latency_ms"], r["prompt_tokens"], r["tag"])
-            for r in access] == [(f"req-{i}", 200, "ok", 500.0, 3, "t") for i in range(3)]
+    assert [
+        (r["request_id"], r["status"], r["outcome"], r["latency_ms"], r["prompt_tokens"], r["tag"])
+        for r in access
+    ] == [(f"req-{i}", 200, "ok", 500.0, 3, "t") for i in range(3)]
     assert rec.written == 3
 
 
@@ -130,6 +205,7 @@ def test_the_setting_turns_the_access_log_on(tmp_path: Path) -> None:
     from gateway.settings import load_settings
 
     for on in (True, False):
-        settings = load_settings(env={}, overrides={"server": {"access_log": on},
-                                                    "ledger": {"path": str(tmp_path / "l.db")}})
+        settings = load_settings(
+            env={}, overrides={"server": {"access_log": on}, "ledger": {"path": str(tmp_path / "l.db")}}
+        )
         assert build_runtime(settings).recorder._access_log is on

@@ -17,8 +17,10 @@ def test_defaults_bind_loopback_on_a_free_port() -> None:
 
 def test_layers_yaml_then_env_then_cli(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("server: {port: 9000, host: 0.0.0.0}\naliases: {gpt-4.1: qwen}\n"
-                   "backends: [{url: 'http://a:8000/v1/', api_key_env: KEY}]\n")
+    cfg.write_text(
+        "server: {port: 9000, host: 0.0.0.0}\naliases: {gpt-4.1: qwen}\n"
+        "backends: [{url: 'http://a:8000/v1/', api_key_env: KEY}]\n"
+    )
     env = {"NOMETER_PORT": "9100", "NOMETER_LEDGER__FLUSH_INTERVAL_MS": "50"}
     s = load_settings(cfg, env=env, overrides={"server": {"host": "127.0.0.2"}})
     assert s.server.port == 9100 and s.server.host == "127.0.0.2"

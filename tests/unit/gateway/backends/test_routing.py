@@ -25,13 +25,19 @@ def test_unknown_model_names_what_exists() -> None:
     r = Router([_b("a", {"qwen"})], {"gpt-4.1": "qwen", "dangling": "nothing"})
     with pytest.raises(ModelNotFound) as exc:
         r.resolve("llama")
-    assert "gpt-4.1" in exc.value.message and "qwen" in exc.value.message and "dangling" not in exc.value.message
+    assert (
+        "gpt-4.1" in exc.value.message and "qwen" in exc.value.message and "dangling" not in exc.value.message
+    )
     with pytest.raises(ModelNotFound):
         r.resolve("dangling")
 
 
 def test_least_outstanding_wins_and_unhealthy_is_skipped() -> None:
-    busy, idle, down = _b("busy", {"m"}, outstanding=5), _b("idle", {"m"}, outstanding=1), _b("down", {"m"}, False)
+    busy, idle, down = (
+        _b("busy", {"m"}, outstanding=5),
+        _b("idle", {"m"}, outstanding=1),
+        _b("down", {"m"}, False),
+    )
     r = Router([busy, idle, down], {})
     assert all(r.pick("m") is idle for _ in range(10))
     assert r.pick("m", {idle}) is busy

@@ -5,7 +5,9 @@ import orjson
 from gateway.http.sse import DONE, UsageChunkFilter, error_event
 
 CHUNK = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
-USAGE = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+USAGE = (
+    b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n'
+)
 
 
 def test_passthrough_is_the_same_object() -> None:
@@ -29,7 +31,7 @@ def test_usage_chunk_removed_when_glued_to_others() -> None:
 def test_split_events_are_reassembled_and_filtered() -> None:
     f = UsageChunkFilter()
     data = CHUNK + USAGE + DONE
-    out = b"".join(f.feed(data[i:i + 7]) for i in range(0, len(data), 7)) + f.flush()
+    out = b"".join(f.feed(data[i : i + 7]) for i in range(0, len(data), 7)) + f.flush()
     assert out == CHUNK + DONE
 
 
@@ -48,6 +50,12 @@ def test_usage_with_choices_is_kept() -> None:
 def test_error_event_is_openai_shaped_and_terminates() -> None:
     out = error_event("boom", "upstream_error", "upstream_stream_broken")
     first, rest = out.split(b"\n\n", 1)
-    assert orjson.loads(first[len(b"data: "):]) == {
-        "error": {"message": "boom", "type": "upstream_error", "param": None, "code": "upstream_stream_broken"}}
+    assert orjson.loads(first[len(b"data: ") :]) == {
+        "error": {
+            "message": "boom",
+            "type": "upstream_error",
+            "param": None,
+            "code": "upstream_stream_broken",
+        }
+    }
     assert rest == DONE

@@ -15,20 +15,32 @@ from gateway.settings import LedgerSettings
 
 
 def _rec(i: int) -> RequestRecord:
-    return RequestRecord(f"req-{i}", "/v1/chat/completions", "m", 1_700_000_000.0 + i, 0.0, served_model="m",
-                         status=200, response=b'{"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}')
+    return RequestRecord(
+        f"req-{i}",
+        "/v1/chat/completions",
+        "m",
+        1_700_000_000.0 + i,
+        0.0,
+        served_model="m",
+        status=200,
+        response=b'{"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}',
+    )
 
 
 def _rows(path: Path) -> list[tuple[object, ...]]:
     with sqlite3.connect(path) as c:
-        return c.execute("SELECT request_id, prompt_tokens, completion_tokens, day FROM usage_events ORDER BY id").fetchall()
+        return c.execute(
+            "SELECT request_id, prompt_tokens, completion_tokens, day FROM usage_events ORDER BY id"
+        ).fetchall()
 
 
 async def test_batches_within_the_window_and_drains_on_stop(tmp_path: Path) -> None:
     db = tmp_path / "l.db"
     store = SQLiteStore(db)
     await store.open()
-    rec = Recorder(store, LedgerSettings(path=str(db), flush_interval_ms=20, batch_max=3), make_finalizer(None))
+    rec = Recorder(
+        store, LedgerSettings(path=str(db), flush_interval_ms=20, batch_max=3), make_finalizer(None)
+    )
     rec.start()
     for i in range(5):
         rec.record(_rec(i))

@@ -5,8 +5,15 @@ from gateway.meter.prefix import PrefixTracker, cacheable
 
 
 def _rec(messages: list[dict[str, str]], t: float) -> RequestRecord:
-    return RequestRecord("r", "/v1/chat/completions", "m", t, 0.0, served_model="m",
-                         request={"model": "m", "messages": messages})
+    return RequestRecord(
+        "r",
+        "/v1/chat/completions",
+        "m",
+        t,
+        0.0,
+        served_model="m",
+        request={"model": "m", "messages": messages},
+    )
 
 
 def test_cacheable_follows_openai_rules() -> None:

@@ -14,10 +14,14 @@ def rec(**kw: object) -> RequestRecord:
 
 
 def test_total_tokens_from_body_and_stream() -> None:
-    assert total_tokens(rec(response=orjson.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}))) == 7
+    assert (
+        total_tokens(rec(response=orjson.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}))) == 7
+    )
     assert total_tokens(rec(response=b"not json")) is None
-    chunks = [b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n',
-              b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\ndata: [DONE]\n\n']
+    chunks = [
+        b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n',
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\ndata: [DONE]\n\n',
+    ]
     assert total_tokens(rec(chunks=chunks)) == 4
     assert total_tokens(rec(chunks=chunks[:1])) is None
     assert total_tokens(rec()) is None

@@ -33,9 +33,18 @@ def test_presented_key_bearer_then_api_key() -> None:
     assert presented_key([]) is None
 
 
-@pytest.mark.parametrize(("host", "loop"), [("127.0.0.1", True), ("::1", True), ("localhost", True),
-                                            ("127.0.0.2", True), ("0.0.0.0", False), ("10.0.0.5", False),
-                                            ("example.com", False)])
+@pytest.mark.parametrize(
+    ("host", "loop"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("10.0.0.5", False),
+        ("example.com", False),
+    ],
+)
 def test_loopback(host: str, loop: bool) -> None:
     assert is_loopback(host) is loop
 
@@ -45,7 +54,10 @@ def test_mode_defaults_and_the_open_refusal() -> None:
     assert resolve_mode(AuthSettings(), ServerSettings(host="0.0.0.0")) == "keys"
     with pytest.raises(ValueError, match="not loopback"):
         resolve_mode(AuthSettings(mode="open"), ServerSettings(host="0.0.0.0"))
-    assert resolve_mode(AuthSettings(mode="open", allow_open_non_loopback=True), ServerSettings(host="0.0.0.0")) == "open"
+    assert (
+        resolve_mode(AuthSettings(mode="open", allow_open_non_loopback=True), ServerSettings(host="0.0.0.0"))
+        == "open"
+    )
     assert resolve_mode(AuthSettings(mode="keys"), ServerSettings()) == "keys"
 
 

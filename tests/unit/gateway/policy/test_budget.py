@@ -63,8 +63,11 @@ async def test_concurrent_reservations_never_overspend() -> None:
 
 
 def test_seed_from_ledger_rows() -> None:
-    rows = [{"team": "t", "day": "2026-11-28", "pusd": 2 * 10**12}, {"team": "t", "day": "2026-11-02", "pusd": 10**12},
-            {"team": "-", "day": "2026-11-28", "pusd": 5}]
+    rows = [
+        {"team": "t", "day": "2026-11-28", "pusd": 2 * 10**12},
+        {"team": "t", "day": "2026-11-02", "pusd": 10**12},
+        {"team": "-", "day": "2026-11-28", "pusd": 5},
+    ]
     seeded = seed_values(rows, NOW)
     assert seeded["t:2026-11-28"] == Decimal(2) and seeded["t:2026-11"] == Decimal(3)
     assert seeded["-:2026-11-28"] == Decimal("5E-12")

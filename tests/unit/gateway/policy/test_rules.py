@@ -31,7 +31,9 @@ def test_default_policy_is_plain() -> None:
 def test_allow_list_with_patterns() -> None:
     r = rules(models=["gpt-4.1", "qwen-*"])
     assert not r.plain
-    assert r.allows("gpt-4.1") and r.allows("qwen-7b") and not r.allows("llama") and not r.allows("gpt-4.1-mini")
+    assert (
+        r.allows("gpt-4.1") and r.allows("qwen-7b") and not r.allows("llama") and not r.allows("gpt-4.1-mini")
+    )
     assert rules().allows("anything")
 
 
@@ -61,7 +63,11 @@ def test_decide() -> None:
     assert decide(rules(fallback=fb, local_only=True), "model_missing") == "local_only"
     assert decide(rules(), "unavailable") == "no_fallback"
     assert decide(rules(local_only=True), "unavailable") == "no_fallback"  # nothing would have left anyway
-    assert rules(fallback={"models": ["m"]}).policy.fallback.triggers == ("unavailable", "overloaded", "context_too_long")
+    assert rules(fallback={"models": ["m"]}).policy.fallback.triggers == (
+        "unavailable",
+        "overloaded",
+        "context_too_long",
+    )
 
 
 def test_candidates_put_the_requested_model_first() -> None:
@@ -70,7 +76,12 @@ def test_candidates_put_the_requested_model_first() -> None:
     assert candidates(r, "local-model")[0] == "anthropic/claude-haiku-4-5"
 
 
-def _b(healthy: bool = True, waiting: float | None = None, kv: float | None = None, lens: dict[str, int] | None = None) -> Backend:
+def _b(
+    healthy: bool = True,
+    waiting: float | None = None,
+    kv: float | None = None,
+    lens: dict[str, int] | None = None,
+) -> Backend:
     up: Any = object()
     return Backend("b", up, healthy=healthy, waiting=waiting, kv_cache_usage=kv, max_model_len=lens or {})
 
