@@ -22,11 +22,13 @@ from typing import Any, Literal, TextIO
 
 import orjson
 
-# record attributes that are not extras; uvicorn adds `color_message`, the message with ANSI colours
+# record attributes that are not extras: uvicorn adds `color_message` (the message again, with ANSI
+# colours) and litellm, once imported, stamps every record with `litellm_redacted` (a marker object)
 _STD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
     "message",
     "asctime",
     "color_message",
+    "litellm_redacted",
 }
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("nometer_request_id", default=None)

@@ -70,6 +70,10 @@ def overrides(settings: Settings, port: int | None) -> dict[str, Any] | None:
         )
     from gateway.backends import cpu_vllm
 
+    try:
+        cpu_vllm.require_recipe()
+    except cpu_vllm.VllmError as exc:
+        raise Refusal(str(exc), code=1) from None
     print(
         "nometer: no backend configured and no GPU: serving a tiny generated model on the CPU build of vLLM\n"
         "nometer: (its answers are gibberish; it only demonstrates the gateway)",

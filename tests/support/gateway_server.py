@@ -50,7 +50,7 @@ class GatewayServer:
     def runtime(self) -> Any:
         return self.app.runtime
 
-    def start(self, timeout: float = 15) -> GatewayServer:
+    def start(self, timeout: float = 60) -> GatewayServer:  # litellm alone takes 25 s to import on a busy box
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

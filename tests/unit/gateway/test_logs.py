@@ -78,9 +78,12 @@ def _record(**extra: Any) -> logging.LogRecord:
 
 def test_a_console_line_is_readable_and_drops_uvicorns_coloured_copy() -> None:
     coloured = "Started server process [\x1b[36m%d\x1b[0m]"
-    line = logs.ConsoleFormatter().format(_record(color_message=coloured, request_id="r-1"))
+    line = logs.ConsoleFormatter().format(
+        _record(color_message=coloured, request_id="r-1", litellm_redacted=object())
+    )
     assert line.endswith(" info    uvicorn.error: Started server process [7]  request_id=r-1")
     assert "\x1b" not in line and "color_message" not in line and not line.startswith("{")
+    assert "litellm" not in line
     assert "color_message" not in orjson.loads(logs.JSONFormatter().format(_record(color_message=coloured)))
 
 
