@@ -1,9 +1,11 @@
 """Receipts: rebuild one request's savings claim from the ledger and its pinned price table.
 
 The ledger keeps the *inputs* of ``pricing.receipt.compute_receipt`` (re-counted tokens per
-reference, table id, cache mode, busy share, measured joules, box parameters) and the digest of
-the receipt computed at request time. Recomputing from those inputs must give the same digest:
-``verify`` checks exactly that, for every metered request in a period.
+reference, table id, cache mode, busy share, measured joules, box parameters) and the amounts
+computed at request time (local cost, cloud cost and savings per reference). Recomputing from
+those inputs must give the same amounts: ``verify`` checks exactly that, for every metered
+request in a period. A served receipt carries the SHA-256 of its canonical JSON, for comparing
+copies.
 """
 
 from __future__ import annotations
