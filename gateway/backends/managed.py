@@ -88,8 +88,10 @@ class ManagedServer:
         """None when the process listening on our port is the vLLM we started (or when this
         system cannot tell who listens); else why the backend must not be used."""
         proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return self.problem or f"the managed vLLM on port {self.port} is not running"
+        if proc is None:
+            return self.problem or f"the managed vLLM on port {self.port} is being started"
+        if proc.returncode is not None:
+            return f"the managed vLLM on port {self.port} exited with {proc.returncode}; restarting"
         if self._verified == proc.pid:
             return None
         held = listeners.holders(self.port, listeners.group_pids(proc.pid))
