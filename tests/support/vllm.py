@@ -39,7 +39,12 @@ START_TIMEOUT_S = float(os.environ.get("NOMETER_VLLM_START_TIMEOUT", "300"))
 STOP_TIMEOUT_S = 20.0
 
 CHAT_NAME = "tiny-llama"
-CHAT_ARGS: tuple[str, ...] = ("--enable-prompt-tokens-details",)  # reports cached tokens
+CHAT_ARGS: tuple[str, ...] = (
+    "--enable-prompt-tokens-details",  # reports cached tokens
+    "--enable-auto-tool-choice",  # tool calls (the agent and SDK scenarios)
+    "--tool-call-parser",
+    "hermes",
+)
 EMBED_NAME = "tiny-embed"
 EMBED_ARGS: tuple[str, ...] = ("--runner", "pooling", "--convert", "embed")
 
@@ -146,6 +151,7 @@ def server_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # when set it overrides --kv-cache-memory-bytes
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
+    env["VLLM_ENABLE_RESPONSES_API_STORE"] = "1"  # store responses: retrieve, cancel, previous_response_id
     return env
 
 
