@@ -31,7 +31,7 @@ from gateway.backends.backend import Backend
 from gateway.backends.pool import BackendPool
 from gateway.backends.routing import Route, Router
 from gateway.http.request import read_body, request_model
-from gateway.http.sse import DONE, UsageChunkFilter, error_event, finished
+from gateway.http.sse import DONE, UsageChunkFilter, anthropic_error_event, error_event, finished
 from gateway.ids import new_id
 from gateway.ledger import events as ev
 from gateway.ledger.events import RequestRecord
@@ -283,7 +283,7 @@ class Proxy:
             rec.outcome = ev.TIMEOUT if isinstance(exc, errors.UpstreamTimedOut) else ev.UNREACHABLE
             if isinstance(exc, errors.Refusal):
                 rec.outcome = ev.REFUSED
-            await send_error(send, exc, rec.request_id)
+            await send_error(send, exc, rec.request_id, errors.is_anthropic(rec.endpoint))
         except asyncio.CancelledError:
             if not watch.gone:
                 raise  # server shutdown, not the client
@@ -411,7 +411,10 @@ class Proxy:
             rec.outcome = ev.TIMEOUT if isinstance(exc, UpstreamTimeout) else ev.UPSTREAM_ERROR
             rec.error = f"upstream failed mid-stream: {exc}"
             code = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_stream_broken"
-            tail = error_event(rec.error, "upstream_error", code)
+            if errors.is_anthropic(rec.endpoint):
+                tail = anthropic_error_event(rec.error)
+            else:
+                tail = error_event(rec.error, "upstream_error", code)
             if chunks and chunks[-1].endswith(DONE):
                 tail = b""
         watch.finished = True

@@ -119,3 +119,9 @@ def error_event(message: str, type_: str, code: str | None) -> bytes:
     """An error after the stream started is reported in-band, then the stream is closed."""
     payload = orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
     return b"data: " + payload + b"\n\n" + DONE
+
+
+def anthropic_error_event(message: str) -> bytes:
+    """The same, on the Anthropic routes: Anthropic's ``error`` event (its streams have no [DONE])."""
+    payload = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": message}})
+    return b"event: error\ndata: " + payload + b"\n\n"

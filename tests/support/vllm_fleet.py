@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from tests.support.vllm import (
+    AGENT_ARGS,
+    AGENT_NAME,
     CHAT_ARGS,
     CHAT_NAME,
     EMBED_ARGS,
@@ -33,6 +35,7 @@ class ServerSpec:
 SPECS: Mapping[str, ServerSpec] = {
     "vllm_chat": ServerSpec(CHAT_NAME, CHAT_ARGS),
     "vllm_embed": ServerSpec(EMBED_NAME, EMBED_ARGS),
+    "vllm_agent": ServerSpec(AGENT_NAME, AGENT_ARGS),
 }
 
 
