@@ -62,7 +62,7 @@ def test_chat_stream_is_byte_identical(
             b'"finish_reason":"length","stop_reason":null,"token_ids":null}],"system_fingerprint":"'
             in through.body
         )
-    row = gw.wait_rows(1, "WHERE stream = 1 ORDER BY id DESC LIMIT 1")[0]
+    row = gw.wait_rows(1, "WHERE stream = 1")[-1]
     assert row["prompt_tokens"] and row["completion_tokens"] == 5 and row["usage_source"] == "upstream"
 
 
@@ -108,7 +108,7 @@ def test_responses_create_retrieve_and_cancel(gw: GatewayServer, vllm_chat: Vllm
         gw.base_url + "/responses", json={**create, "background": True}, timeout=60
     ).json()
     cancel = httpx.post(gw.base_url + f"/responses/{background['id']}/cancel")  # no body, as the SDK sends it
-    assert cancel.status_code == 200 and cancel.json()["id"] == background["id"]
+    assert cancel.status_code == 200 and cancel.json()["id"] == background["id"], cancel.text
     missing = same(vllm_chat.url, gw.url, "GET", "/v1/responses/resp_doesnotexist", warm=False)
     assert missing.status == 404
     rows = gw.wait_rows(1, "WHERE endpoint = ?", (f"/v1/responses/{made['id']}",))
