@@ -150,8 +150,9 @@ def test_openai_tools_and_structured_outputs(gw: GatewayServer, vllm_chat: VllmS
     a, raw = direct.chat.completions.create(**args), through.chat.completions.with_raw_response.create(**args)
     b = raw.parse()
     assert scrub(b) == scrub(a)
-    calls = b.choices[0].message.tool_calls
-    assert calls and calls[0].function.name == "get_weather", b  # type: ignore[union-attr]
+    # vLLM forces the hermes frame and the function's name; inside `arguments` the random model
+    # babbles until max_tokens, so no call completes (nor would it straight to vLLM)
+    assert (b.choices[0].message.content or "").startswith('<tool_call>{"name": "get_weather"')
     row = gw.row(raw.headers["x-request-id"])
     assert row["completion_tokens"] == b.usage.completion_tokens  # type: ignore[union-attr]
     agree(
@@ -183,11 +184,14 @@ def test_openai_responses_create_stream_retrieve_cancel(gw: GatewayServer, vllm_
         lambda: [scrub(e) for e in through.responses.create(**args, stream=True)],
     )
     assert sb[-1]["type"] == "response.completed"
-    background = through.responses.create(**{**args, "max_output_tokens": 200}, background=True)
-    cancelled = through.responses.cancel(background.id)
-    assert cancelled.id == background.id and cancelled.status in ("cancelled", "completed", "incomplete")
+    background = through.responses.create(**{**args, "max_output_tokens": 1500}, background=True)
+    try:
+        cancelled = through.responses.cancel(background.id)
+        assert cancelled.id == background.id and cancelled.status == "cancelled"
+    except openai.BadRequestError as exc:  # vLLM's answer when it finished first: it reached vLLM
+        assert "Cannot cancel" in str(exc.message)
     rows = gw.wait_rows(1, "WHERE endpoint = ?", (f"/v1/responses/{background.id}/cancel",))
-    assert rows[0]["status"] == 200 and rows[0]["outcome"] == "ok"
+    assert rows[0]["status"] in (200, 400) and rows[0]["backend"] == "backend-0"
 
 
 # -- Anthropic SDK -----------------------------------------------------------------------------

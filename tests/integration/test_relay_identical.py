@@ -104,11 +104,14 @@ def test_responses_create_retrieve_and_cancel(gw: GatewayServer, vllm_chat: Vllm
     assert got.status_code == 200 and got.json()["id"] == made["id"]
     direct = httpx.get(vllm_chat.base_url + f"/responses/{made['id']}")
     assert got.content == direct.content
-    background = httpx.post(
-        gw.base_url + "/responses", json={**create, "background": True}, timeout=60
-    ).json()
+    long = {**create, "background": True, "max_output_tokens": 1500}  # likely still running when cancelled
+    background = httpx.post(gw.base_url + "/responses", json=long, timeout=60).json()
     cancel = httpx.post(gw.base_url + f"/responses/{background['id']}/cancel")  # no body, as the SDK sends it
-    assert cancel.status_code == 200 and cancel.json()["id"] == background["id"], cancel.text
+    assert (
+        cancel.status_code in (200, 400) and "could not parse" not in cancel.text
+    )  # vLLM's answer, not ours
+    # cancelling it again (or a finished one) gives vLLM's own 400, the same both ways
+    same(vllm_chat.url, gw.url, "POST", f"/v1/responses/{background['id']}/cancel", warm=False)
     missing = same(vllm_chat.url, gw.url, "GET", "/v1/responses/resp_doesnotexist", warm=False)
     assert missing.status == 404
     rows = gw.wait_rows(1, "WHERE endpoint = ?", (f"/v1/responses/{made['id']}",))
