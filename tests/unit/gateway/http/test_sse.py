@@ -102,3 +102,15 @@ def test_with_two_choices_only_the_last_terminal_chunk_waits() -> None:
     assert f.feed(CHUNK) is CHUNK  # the other choice streams on
     assert f.feed(LAST) == b""
     assert f.feed(USAGE_FP + DONE) == LAST_DIRECT + DONE
+
+
+def test_finished_streams_end_with_their_terminal_event() -> None:
+    from gateway.http.sse import finished
+
+    assert finished([CHUNK, DONE])
+    assert finished([b'event: response.completed\ndata: {"response":{},"type":"response.completed"}\n\n'])
+    assert finished(
+        [b'event: message_delta\ndata: {}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n']
+    )
+    assert not finished([CHUNK])
+    assert not finished([b'event: message_start\ndata: {"type":"message_start"}\n\n'])
