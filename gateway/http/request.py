@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope
 
 from gateway import errors
 
 _MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*\r\n([^\r\n]*)\r\n')
 
 
-async def read_body(
-    scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], limit: int
-) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for k, v in scope["headers"]:
         if k == b"content-length":
             try:

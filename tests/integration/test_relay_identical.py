@@ -140,3 +140,26 @@ def test_streams_that_finished_are_never_client_gone(gw: GatewayServer, tmp_path
                     break  # and the connection closes with the client
     for rid in ids:
         assert gw.row(rid)["outcome"] == "ok"
+
+
+def test_responses_reach_the_backend_that_holds_them(vllm_chat: VllmServer, tmp_path: Path) -> None:
+    """Two backends for the model, only one of which can hold responses (the fake stands in for a
+    second vLLM that does not have them): retrieve, cancel and previous_response_id follow the id."""
+    from tests.support.fake_upstream import FakeUpstream
+
+    with FakeUpstream() as fake:
+        backends = [{"url": vllm_chat.base_url}, {"url": fake.base_url, "models": [MODEL]}]
+        settings = gateway_settings(tmp_path, [], backends=backends, timeouts={"connect_s": 2, "read_s": 120})
+        with GatewayServer(settings) as gw, httpx.Client(base_url=gw.base_url, timeout=60) as c:
+            create = {"model": MODEL, "input": "Hello", "max_output_tokens": 3}
+            made = [c.post("/responses", json=create) for _ in range(6)]
+            held = [r.json()["id"] for r in made if r.status_code == 200]
+            assert held and len(held) < 6  # the router spread them: the fake refused its share
+            for rid in held:
+                assert c.get(f"/responses/{rid}").status_code == 200
+                follow = c.post("/responses", json={**create, "previous_response_id": rid})
+                assert follow.status_code == 200, follow.text
+            rows = gw.wait_rows(len(made) + 2 * len(held))
+            by_path = {r["endpoint"]: r for r in rows}
+            assert all(by_path[f"/v1/responses/{rid}"]["backend"] == "backend-0" for rid in held)
+            assert not any(r.path.startswith("/v1/responses/") for r in fake.requests)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gateway.backends.cpu_vllm import VllmError, ensure_model, ensure_venv
 from tests.support.vllm import (
     AGENT_ARGS,
     AGENT_NAME,
@@ -17,10 +18,7 @@ from tests.support.vllm import (
     CHAT_NAME,
     EMBED_ARGS,
     EMBED_NAME,
-    VllmError,
     VllmServer,
-    ensure_model,
-    ensure_venv,
     launch_server,
 )
 
