@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -79,10 +80,10 @@ def test_refusals_use_anthropics_envelope(gw: GatewayServer) -> None:
 
 def test_rate_limit_is_a_rate_limit_error(gw: GatewayServer) -> None:
     key, _ = create_key(gw, "slow")
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 4, "messages": MSG}
+    body: dict[str, Any] = {"model": "claude-sonnet-4-5", "max_tokens": 4, "messages": MSG}
     httpx.post(gw.url + "/v1/messages", headers={"x-api-key": key}, json=body)
     with pytest.raises(anthropic.RateLimitError) as exc:
-        sdk(gw, key).messages.create(**body)  # type: ignore[arg-type]
+        sdk(gw, key).messages.create(**body)
     assert exc.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert exc.value.response.headers["retry-after"]
 

@@ -11,6 +11,7 @@ as claude-sonnet-4-5 with cache reads at the cache-read rate) and LangChain's ``
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -112,16 +113,12 @@ def test_openai_sync_chat_and_stream(gw: GatewayServer, vllm_chat: VllmServer) -
         b.usage.completion_tokens,
     )
     assert receipt(gw, raw.headers["x-request-id"])["references"][0]["priced"]
-    for options in (None, {"include_usage": True}):
-        extra = {} if options is None else {"stream_options": options}
-        sb = agree(
-            lambda extra=extra: [
-                scrub(c) for c in direct.chat.completions.create(**args, stream=True, **extra)
-            ],
-            lambda extra=extra: [
-                scrub(c) for c in through.chat.completions.create(**args, stream=True, **extra)
-            ],
-        )
+
+    def stream(client: openai.OpenAI, extra: dict[str, Any]) -> list[Any]:
+        return [scrub(c) for c in client.chat.completions.create(**args, stream=True, **extra)]
+
+    for extra in ({}, {"stream_options": {"include_usage": True}}):
+        sb = agree(functools.partial(stream, direct, extra), functools.partial(stream, through, extra))
         assert sb[-1]["system_fingerprint"] is not None
 
 
@@ -154,7 +151,7 @@ def test_openai_tools_and_structured_outputs(gw: GatewayServer, vllm_chat: VllmS
     # babbles until max_tokens, so no call completes (nor would it straight to vLLM)
     assert (b.choices[0].message.content or "").startswith('<tool_call>{"name": "get_weather"')
     row = gw.row(raw.headers["x-request-id"])
-    assert row["completion_tokens"] == b.usage.completion_tokens  # type: ignore[union-attr]
+    assert row["completion_tokens"] == b.usage.completion_tokens
     agree(
         lambda: [scrub(c) for c in direct.chat.completions.create(**args, stream=True)],
         lambda: [scrub(c) for c in through.chat.completions.create(**args, stream=True)],
@@ -239,24 +236,20 @@ def test_anthropic_messages_stream_tools_and_count_tokens(gw: GatewayServer, vll
 
     db = agree(lambda: events(direct), lambda: events(through))
     assert db[-2]["type"] == "message_stop" and db[-1]["output_tokens"] == 6
-    tool = {"name": "get_weather", "description": "Weather", "input_schema": TOOL["function"]["parameters"]}  # type: ignore[index]
-    forced = {"type": "tool", "name": "get_weather"}
-    ta = direct.messages.create(
-        model=MODEL,
-        max_tokens=120,
-        extra_body={"temperature": 0},
-        messages=MSG,
-        tools=[tool],
-        tool_choice=forced,
-    )  # type: ignore[arg-type]
-    tb = through.messages.create(
-        model=MODEL,
-        max_tokens=120,
-        extra_body={"temperature": 0},
-        messages=MSG,
-        tools=[tool],
-        tool_choice=forced,
-    )  # type: ignore[arg-type]
+    tool: dict[str, Any] = {
+        "name": "get_weather",
+        "description": "Weather",
+        "input_schema": TOOL["function"]["parameters"],  # type: ignore[index]
+    }
+    tool_args: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 24,
+        "extra_body": {"temperature": 0},
+        "messages": MSG,
+        "tools": [tool],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+    }
+    ta, tb = direct.messages.create(**tool_args), through.messages.create(**tool_args)
     assert scrub(tb) == scrub(ta)
     ca = direct.messages.count_tokens(model=MODEL, messages=MSG)  # type: ignore[arg-type]
     cb = through.messages.count_tokens(model=MODEL, messages=MSG)  # type: ignore[arg-type]
@@ -306,17 +299,11 @@ def test_claude_code_shaped_request_is_priced_as_claude(
 
 
 def test_langchain_chat_openai_invoke_and_stream(gw: GatewayServer, vllm_chat: VllmServer) -> None:
-    def run(base: str) -> tuple[Any, Any, list[str]]:
-        llm = ChatOpenAI(
-            base_url=base,
-            api_key="unused",
-            model="gpt-4.1" if base == gw.base_url else MODEL,
-            temperature=0,
-            max_tokens=6,
-            max_retries=0,
-        )  # type: ignore[arg-type]
+    def run(base: str) -> tuple[Any, Any, list[Any]]:
+        options: dict[str, Any] = {"api_key": "unused", "temperature": 0, "max_tokens": 6, "max_retries": 0}
+        llm = ChatOpenAI(base_url=base, model="gpt-4.1" if base == gw.base_url else MODEL, **options)
         msg = llm.invoke("Tell me about lighthouses.")
-        return msg.content, msg.usage_metadata, [c.content for c in llm.stream("Tell me about lighthouses.")]  # type: ignore[misc]
+        return msg.content, msg.usage_metadata, [c.content for c in llm.stream("Tell me about lighthouses.")]
 
     run(vllm_chat.base_url)
     agree(lambda: run(vllm_chat.base_url), lambda: run(gw.base_url))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -148,8 +149,12 @@ def test_responses_reach_the_backend_that_holds_them(vllm_chat: VllmServer, tmp_
     from tests.support.fake_upstream import FakeUpstream
 
     with FakeUpstream() as fake:
-        backends = [{"url": vllm_chat.base_url}, {"url": fake.base_url, "models": [MODEL]}]
-        settings = gateway_settings(tmp_path, [], backends=backends, timeouts={"connect_s": 2, "read_s": 120})
+        backends: list[dict[str, Any]] = [
+            {"url": vllm_chat.base_url},
+            {"url": fake.base_url, "models": [MODEL]},
+        ]
+        over: dict[str, Any] = {"backends": backends, "timeouts": {"connect_s": 2, "read_s": 120}}
+        settings = gateway_settings(tmp_path, [], **over)
         with GatewayServer(settings) as gw, httpx.Client(base_url=gw.base_url, timeout=60) as c:
             create = {"model": MODEL, "input": "Hello", "max_output_tokens": 3}
             made = [c.post("/responses", json=create) for _ in range(6)]

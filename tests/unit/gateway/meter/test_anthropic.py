@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -95,7 +96,7 @@ def test_body_answer_and_prompt_counting() -> None:
     answer = anthropic.answer_of(_rec(response=orjson.dumps(BODY)), None)
     assert answer.content == "two files" and answer.tool_calls[0]["function"]["name"] == "ls"
     spec = tokenizer_for("gpt-4.1")
-    chat = [
+    chat: list[dict[str, Any]] = [
         {"role": "system", "content": "You are Claude Code."},
         {"role": "user", "content": "list the files"},
         {
