@@ -55,7 +55,8 @@ _MODEL_REQUIRED = frozenset(
 )
 _RESPONSES = "/v1/responses"
 _JSON = (b"content-type", b"application/json")
-# vLLM's GET routes that the gateway forwards (everything else GET is the control app's).
+# vLLM's GET routes that the gateway forwards (everything else GET is the control app's). These
+# server-level ones are probes, not usage: relayed, never recorded. GET /v1/responses/{id} is.
 FORWARDED_GET = frozenset({"/version", "/load", "/ping", "/health"})
 
 
@@ -169,7 +170,8 @@ class Proxy:
         finally:
             self.inflight -= 1
             rec.latency_s = time.perf_counter() - t0
-            self.record(rec)
+            if not (scope["method"] == "GET" and path in FORWARDED_GET):  # probes are not usage
+                self.record(rec)
             if plan.ticket is not None:
                 await self.gate.finish(plan, rec)
 
