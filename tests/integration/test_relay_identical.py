@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -153,12 +152,11 @@ def test_responses_reach_the_backend_that_holds_them(vllm_chat: VllmServer, tmp_
     from tests.support.fake_upstream import FakeUpstream
 
     with FakeUpstream() as fake:
-        backends: list[dict[str, Any]] = [
-            {"url": vllm_chat.base_url},
-            {"url": fake.base_url, "models": [MODEL]},
-        ]
-        over: dict[str, Any] = {"backends": backends, "timeouts": {"connect_s": 2, "read_s": 120}}
-        settings = gateway_settings(tmp_path, [], **over)
+        settings = gateway_settings(
+            tmp_path, [vllm_chat.base_url, fake.base_url], timeouts={"connect_s": 2, "read_s": 120}
+        )
+        second = settings.backends[1].model_copy(update={"models": (MODEL,)})  # it claims the model
+        settings = settings.model_copy(update={"backends": (settings.backends[0], second)})
         with GatewayServer(settings) as gw, httpx.Client(base_url=gw.base_url, timeout=60) as c:
             create = {"model": MODEL, "input": "Hello", "max_output_tokens": 3}
             made = [c.post("/responses", json=create) for _ in range(6)]
