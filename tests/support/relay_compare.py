@@ -59,13 +59,13 @@ def _delta_text(ev: dict[str, Any]) -> tuple[str, str] | None:
             if isinstance(d.get(key), str):
                 return f"messages.{key}", d[key]
     choices = ev.get("choices")
-    if isinstance(choices, list) and len(choices) == 1 and not ev.get("usage"):
+    if isinstance(choices, list) and len(choices) == 1:
         ch = choices[0]
         raw = ch.get("delta")
         d = (
             {k: v for k, v in raw.items() if v is not None} if isinstance(raw, dict) else {}
         )  # SDK dumps: None
-        if ch.get("finish_reason") is None and d and set(d) <= {"content", "tool_calls"}:
+        if d and set(d) <= {"content", "tool_calls"}:
             calls = d.get("tool_calls") or []
             if isinstance(d.get("content"), str) and not calls:
                 return "chat", d["content"]
@@ -89,7 +89,8 @@ def _with_text(ev: dict[str, Any], kind: str, text: str) -> dict[str, Any]:
 
 
 def coalesce(events: list[Any]) -> list[Any]:
-    """The events with adjacent text deltas of the same kind merged, sequence numbers dropped."""
+    """Each run of adjacent text deltas of one kind as one event: the run's last event (its
+    finish_reason, its cumulative usage) carrying the run's whole text; sequence numbers dropped."""
     out: list[Any] = []
     last: tuple[str, str] | None = None
     for ev in events:
@@ -98,7 +99,7 @@ def coalesce(events: list[Any]) -> list[Any]:
         piece = _delta_text(ev) if isinstance(ev, dict) else None
         if piece is not None and last is not None and last[0] == piece[0]:
             last = (piece[0], last[1] + piece[1])
-            out[-1] = _with_text(out[-1], *last)
+            out[-1] = _with_text(ev, *last)
             continue
         out.append(ev)
         last = piece
