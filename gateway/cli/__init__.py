@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import keys, meter, serve, usage
+from gateway.cli import keys, meter, runs, serve, usage
 from gateway.cli.options import HelpFormatter
 
 
@@ -19,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     serve.register(sub)
     usage.register(sub)
     meter.register(sub)
+    runs.register(sub)
     keys.register(sub)
     return p
 
