@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import keys, meter, usage
+from gateway.cli import audit, keys, meter, usage
 from gateway.cli.serve import serve
 
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=serve)
     usage.register(sub)
     meter.register(sub)
+    audit.register(sub)
     keys.register(sub)
     args = p.parse_args(argv)
     rc: int = args.func(args)

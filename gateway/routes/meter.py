@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
+from gateway.ledger import integrity
 from gateway.ledger.period import parse_period
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
 from gateway.ledger.report_format import to_csv
@@ -47,7 +48,7 @@ async def run_report(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
         if q.compare
         else (rt.settings.meter.references[0] if rt.settings.meter.references else None)
     )
-    return build(
+    data = build(
         q,
         results,
         hardware_usd=hardware_usd(rt),
@@ -55,6 +56,21 @@ async def run_report(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
         now=time.time(),
         order=rt.settings.meter.references,
     )
+    data["integrity"] = await report_integrity(rt, q)
+    return data
+
+
+async def report_integrity(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
+    """Chain heads, unchained rows and verify state of the report's period (gateway.ledger.integrity)."""
+    ph = rt.store.placeholder
+    results = {
+        name: await rt.store.fetch(sql, params) for name, (sql, params) in integrity.queries(q, ph).items()
+    }
+    digests = {}
+    for chain_id, seq in integrity.heads_wanted(results):
+        rows = await rt.store.fetch(integrity.digest_sql(ph), integrity.digest_params(ph, chain_id, seq))
+        digests[(chain_id, seq)] = rows[0]["chain_digest"] if rows else None
+    return integrity.summary(q, results, digests)
 
 
 def parse_query(request: Request) -> ReportQuery:
