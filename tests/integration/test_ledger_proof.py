@@ -25,6 +25,7 @@ from gateway.ledger.chain import DELETED, EVENTS, INSERTED, PRICE_TABLE, REORDER
 from gateway.ledger.keystore import PostgresKeyStore, open_key_store
 from gateway.ledger.reader import open_reader
 from gateway.meter.audit import Audit, Auditor
+from gateway.meter.statement import month_period
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 from tests.support.ledgers import Ledger, PostgresLedger, SQLiteLedger, copy_sqlite, pg_database
@@ -153,7 +154,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     if request.param == "sqlite":
         base: Path = request.getfixturevalue("base_sqlite")
         db = copy_sqlite(base / "ledger.db", tmp_path / "ledger.db")
-        shutil.copy2(base / "nometer-signing.key", tmp_path / "nometer-signing.key")
+        for name in ("nometer-signing.key", "nometer-signing.key.pub"):
+            shutil.copy2(base / name, tmp_path / name)
         ledger = SQLiteLedger(db)
         try:
             yield Env("sqlite", str(db), tmp_path / "prices", tmp_path / "nometer-signing.key", ledger)
@@ -162,7 +164,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
         return
     base, url = request.getfixturevalue("base_postgres")
     shutil.copytree(base / "prices", tmp_path / "prices")
-    shutil.copy2(base / "nometer-signing.key", tmp_path / "nometer-signing.key")
+    for name in ("nometer-signing.key", "nometer-signing.key.pub"):
+        shutil.copy2(base / name, tmp_path / name)
     with pg_database(template=url) as copy:
         pg = PostgresLedger(copy)
         try:
@@ -367,12 +370,12 @@ def test_an_edited_price_file_is_caught(env: Env) -> None:
     assert _kinds(result) == {PRICE_TABLE} and result.price_tables == []
 
 
-def test_a_resealed_chain_passes_alone_and_only_a_published_head_catches_it(env: Env) -> None:
-    """Someone with the open code edits a row and re-seals everything after it: the chain is
-    consistent again. This is the limit of an unkeyed chain; the statement test shows the fix."""
+def reseal_from(env: Env, request_id: str, prompt_tokens_delta: int) -> None:
+    """Edit a request's prompt_tokens and re-seal its chain from there to the head, with the open
+    code, as someone holding the database could."""
     from gateway.ledger.chain import row_digest
 
-    event, _ = _request_rows(env, "chat-1")
+    event, _ = _request_rows(env, request_id)
     rows: list[tuple[str, dict[str, Any]]] = []
     for table in (EVENTS, SHADOWS):
         rows += [
@@ -381,16 +384,145 @@ def test_a_resealed_chain_passes_alone_and_only_a_published_head_catches_it(env:
         ]
     rows.sort(key=lambda tr: tr[1]["chain_seq"])
     prev = rows[0][1]["chain_prev"]
-    rows[0][1]["prompt_tokens"] += 1000
+    rows[0][1]["prompt_tokens"] += prompt_tokens_delta
     for table, r in rows:
         r["chain_prev"] = prev
         r["chain_digest"] = prev = row_digest(table, r)
-        env.ledger.execute(
-            f"UPDATE {table} SET prompt_tokens = ?, chain_prev = ?, chain_digest = ? WHERE id = ?"
-            if table == EVENTS
-            else f"UPDATE {table} SET chain_prev = ?, chain_digest = ? WHERE id = ?",
-            [r["prompt_tokens"], r["chain_prev"], r["chain_digest"], r["id"]]
-            if table == EVENTS
-            else [r["chain_prev"], r["chain_digest"], r["id"]],
-        )
+        if table == EVENTS:
+            env.ledger.execute(
+                "UPDATE usage_events SET prompt_tokens = ?, chain_prev = ?, chain_digest = ? WHERE id = ?",
+                [r["prompt_tokens"], r["chain_prev"], r["chain_digest"], r["id"]],
+            )
+        else:
+            env.ledger.execute(
+                "UPDATE shadow_costs SET chain_prev = ?, chain_digest = ? WHERE id = ?",
+                [r["chain_prev"], r["chain_digest"], r["id"]],
+            )
+
+
+def test_a_resealed_chain_passes_alone(env: Env) -> None:
+    """The limit of an unkeyed chain: an edit re-sealed to the head is consistent again (the
+    statement test shows what catches it: a head published before)."""
+    reseal_from(env, "chat-1", 1000)
     assert env.audit().clean
+
+
+# -- statements ------------------------------------------------------------------------------------
+
+
+def _month(env: Env) -> str:
+    ts = env.ledger.query("SELECT MIN(ts) AS t FROM usage_events")[0]["t"]
+    return time.strftime("%Y-%m", time.gmtime(ts))
+
+
+def test_a_statement_verifies_against_its_ledger_and_fails_after_any_edit(env: Env, tmp_path: Path) -> None:
+    month = _month(env)
+    path, pub = tmp_path / "statement.json", env.key.with_name(env.key.name + ".pub")
+    made = env.nometer("statement", "--month", month, "--out", str(path))
+    assert made.returncode == 0, made.stdout + made.stderr
+    doc = json.loads(path.read_bytes())
+    audit = env.audit(*month_period(month))
+    assert doc["period"]["month"] == month and doc["signature"]["algorithm"] == "ed25519"
+    assert [t["team"] for t in doc["teams"]] == ["ops", "research"]
+    assert sum(t["requests"] for t in doc["teams"]) == doc["total"]["requests"] == 7
+    assert set(doc["total"]["cloud_cost_usd"]) == set(doc["references"]) >= {"gpt-4.1"}
+    assert doc["chain_heads"] == [h.as_dict() for h in audit.heads]
+    assert [p["id"] for p in doc["price_tables"]] == audit.price_tables and doc["price_tables"][0][
+        "file_sha256"
+    ]
+
+    def check(statement: Path, key: Path) -> subprocess.CompletedProcess[str]:
+        return env.nometer("verify", "--statement", str(statement), "--public-key", str(key))
+
+    ok = check(path, pub)
+    assert ok.returncode == 0 and "statement signature: OK" in ok.stdout, ok.stdout + ok.stderr
+    assert "statement: matches the ledger" in ok.stdout
+    raw = tmp_path / "key.b64"  # the raw public key, as the statement prints it, works too
+    raw.write_text(doc["signature"]["public_key"] + "\n")
+    assert check(path, raw).returncode == 0
+
+    # the statement edited after signing
+    edited = json.loads(path.read_bytes())
+    edited["total"]["savings_usd"]["gpt-4.1"] = "1000000"
+    (tmp_path / "edited.json").write_bytes(json.dumps(edited).encode())
+    bad = check(tmp_path / "edited.json", pub)
+    assert bad.returncode == 1 and "statement signature: INVALID" in bad.stdout
+    # checked with another key
+    from gateway.ledger import signing
+
+    signing.ensure_key(tmp_path / "other.key")
+    bad = check(path, tmp_path / "other.key.pub")
+    assert bad.returncode == 1 and "not by the given public key" in bad.stdout
+
+    # a ledger row edited: the chain fails, and so do the statement's totals
+    _, shadows = _request_rows(env, "chat-2")
+    env.ledger.execute("UPDATE shadow_costs SET cloud_pusd = ? WHERE id = ?", [1, shadows[0]["id"]])
+    bad = check(path, pub)
+    assert bad.returncode == 1 and "CHANGED table=shadow_costs" in bad.stdout
+    assert "STATEMENT" in bad.stdout and "totals differ: teams[" in bad.stdout
+    refused = env.nometer("statement", "--month", month, "--out", str(tmp_path / "no.json"))
+    assert refused.returncode == 1 and "refusing to sign" in refused.stderr
+    env.ledger.execute(
+        "UPDATE shadow_costs SET cloud_pusd = ? WHERE id = ?", [shadows[0]["cloud_pusd"], shadows[0]["id"]]
+    )
+    assert check(path, pub).returncode == 0
+
+    # the newest request cut off: the chain alone cannot tell, the published head can
+    last, last_shadows = _request_rows(env, "err-1")
+    env.ledger.execute("DELETE FROM usage_events WHERE id = ?", [last["id"]])
+    assert env.audit().clean
+    bad = check(path, pub)
+    assert bad.returncode == 1 and "published head" in bad.stdout and "deleted" in bad.stdout, bad.stdout
+    assert last_shadows == []
+    cols = list(last)
+    env.ledger.execute(
+        f"INSERT INTO usage_events ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        list(last.values()),
+    )
+    assert check(path, pub).returncode == 0
+
+    # an edit re-sealed to the head: the chain is consistent, the published head is not
+    reseal_from(env, "chat-1", 1000)
+    assert env.audit().clean
+    bad = check(path, pub)
+    assert bad.returncode == 1 and "rewritten and re-sealed" in bad.stdout, bad.stdout
+
+
+# -- the FOCUS export ------------------------------------------------------------------------------
+
+
+def test_focus_export_adds_up_to_the_report(env: Env, tmp_path: Path) -> None:
+    import csv
+    from decimal import Decimal
+
+    from gateway.ledger.focus import COLUMNS
+
+    month = _month(env)
+    out = env.nometer("export", "--format", "focus", "--month", month, "--reference", "gpt-4.1")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(out.stdout.splitlines()))
+    assert list(rows[0]) == list(COLUMNS)
+    report = json.loads(env.nometer("report", "--format", "json", "--by", "team").stdout)
+    total = report["totals"]
+    assert sum(Decimal(r["BilledCost"]) for r in rows) == Decimal(total["local_cost_usd"]["total"])
+    assert sum(Decimal(r["x_CloudEquivalentCost"] or 0) for r in rows) == Decimal(
+        total["cloud_cost_usd"]["gpt-4.1"]
+    )
+    assert sum(Decimal(r["x_Savings"] or 0) for r in rows) == Decimal(total["savings_usd"]["gpt-4.1"])
+    assert sum(int(r["x_Requests"]) for r in rows) == 7
+    for r in rows:
+        assert r["BilledCost"] == r["EffectiveCost"] == r["ListCost"] == r["ContractedCost"]
+        assert r["BillingCurrency"] == "USD" and r["ChargeCategory"] == "Usage"
+        assert (
+            r["ChargePeriodStart"].endswith("T00:00:00Z")
+            and r["BillingPeriodStart"] == f"{month}-01T00:00:00Z"
+        )
+        assert r["ServiceCategory"] == "AI and Machine Learning" and r["ProviderName"]
+        assert json.loads(r["Tags"])["nometer/team"] == r["SubAccountId"] in ("research", "ops")
+        assert r["x_UnchainedRequests"] == "0"
+    by_team = {g["key"]: g for g in report["groups"]}
+    for team in ("research", "ops"):
+        mine = [r for r in rows if r["SubAccountId"] == team]
+        assert sum(Decimal(r["BilledCost"]) for r in mine) == Decimal(
+            by_team[team]["local_cost_usd"]["total"]
+        )
