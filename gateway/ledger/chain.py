@@ -213,6 +213,7 @@ class Finding:
     chain_id: str | None = None
     seq: int | None = None
     request_id: str | None = None
+    event_uid: str | None = None  # a cost row's request, by uid
     column: str | None = None
 
     @property
@@ -228,6 +229,7 @@ class Finding:
                 ("chain", self.chain_id),
                 ("seq", self.seq),
                 ("request", self.request_id),
+                ("event_uid", self.event_uid),
                 ("column", self.column),
             )
             if v is not None
@@ -273,7 +275,7 @@ class ChainWalk:
         self._last_seq, self._last_digest = self.after_seq, self.after_digest
 
     def _at(self, table: str, row: Mapping[str, Any], kind: str, detail: str, **kw: Any) -> Finding:
-        rid = row.get("request_id") if table == EVENTS else row.get("event_uid")
+        rid, uid = (row.get("request_id"), None) if table == EVENTS else (None, row.get("event_uid"))
         return Finding(
             kind,
             detail,
@@ -282,6 +284,7 @@ class ChainWalk:
             chain_id=self.chain_id,
             seq=row.get("chain_seq"),
             request_id=None if rid is None else str(rid),
+            event_uid=None if uid is None else str(uid),
             **kw,
         )
 

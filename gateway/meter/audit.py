@@ -309,21 +309,22 @@ class Auditor:
         unsealed = _UNSEALED.format(a="e")
         self._outside(
             EVENTS,
-            f"SELECT e.id AS id, e.request_id AS rid FROM usage_events e WHERE {where} AND {unsealed}",
+            "SELECT e.id AS id, e.request_id AS rid, NULL AS uid FROM usage_events e "
+            f"WHERE {where} AND {unsealed}",
             params,
             legacy.get(EVENTS, 0),
         )
         self._outside(
             SHADOWS,
-            "SELECT s.id AS id, s.event_uid AS rid FROM shadow_costs s JOIN usage_events e ON e.uid = s.event_uid "
-            f"WHERE {where} AND {_UNSEALED.format(a='s')}",
+            "SELECT s.id AS id, NULL AS rid, s.event_uid AS uid FROM shadow_costs s "
+            f"JOIN usage_events e ON e.uid = s.event_uid WHERE {where} AND {_UNSEALED.format(a='s')}",
             params,
             legacy.get(SHADOWS, 0),
         )
         if self._lo is None and self._hi is None:  # cost rows whose request is not in the ledger at all
             self._outside(
                 SHADOWS,
-                "SELECT s.id AS id, s.event_uid AS rid FROM shadow_costs s LEFT JOIN usage_events e "
+                "SELECT s.id AS id, NULL AS rid, s.event_uid AS uid FROM shadow_costs s LEFT JOIN usage_events e "
                 f"ON e.uid = s.event_uid WHERE e.uid IS NULL AND {_UNSEALED.format(a='s')}",
                 [],
                 legacy.get(SHADOWS, 0),
@@ -346,7 +347,7 @@ class Auditor:
                 )
             )
         for r in self._r.fetch(
-            f"SELECT id, rid FROM ({select}) AS q WHERE id > {self._p(n + 1)} ORDER BY id LIMIT {LISTED * 50}",
+            f"SELECT id, rid, uid FROM ({select}) AS q WHERE id > {self._p(n + 1)} ORDER BY id LIMIT {LISTED * 50}",
             [*params, legacy_max],
         ):
             self._emit(
@@ -356,6 +357,7 @@ class Auditor:
                     table=table,
                     row_id=r["id"],
                     request_id=None if r["rid"] is None else str(r["rid"]),
+                    event_uid=None if r["uid"] is None else str(r["uid"]),
                 )
             )
 
