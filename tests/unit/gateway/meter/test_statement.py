@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,8 @@ def test_the_signature_covers_every_field_and_names_its_key(tmp_path: Path) -> N
     key = tmp_path / "k.key"
     signing.ensure_key(key)
     priv = signing.load_private(key)
-    doc = {"object": "nometer.statement", "total": {"requests": 3}, "chain_heads": []}
+    total: dict[str, int] = {"requests": 3}
+    doc: dict[str, Any] = {"object": "nometer.statement", "total": total, "chain_heads": []}
     doc["signature"] = {
         "algorithm": "ed25519",
         "key_id": signing.key_id(priv.public_key()),
@@ -33,7 +35,7 @@ def test_the_signature_covers_every_field_and_names_its_key(tmp_path: Path) -> N
     }
     pub = signing.public_path(key).read_bytes()
     assert statement.check_signature(doc, pub) == []
-    doc["total"]["requests"] = 4
+    total["requests"] = 4
     assert "edited after signing" in statement.check_signature(doc, pub)[0].detail
     other = tmp_path / "o.key"
     signing.ensure_key(other)
