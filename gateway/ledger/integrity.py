@@ -26,32 +26,27 @@ _UNSEALED = "({a}.chain_id IS NULL OR {a}.chain_seq IS NULL)"
 
 
 def queries(q: ReportQuery, ph: str = "?") -> dict[str, tuple[str, list[Any]]]:
+    """Two scans of the period (its requests; its cost rows with their requests) and the
+    recorded verifications. Rows outside the chain group under a NULL chain id."""
     where, params = q.where(ph)
-    sealed_e = f"NOT {_UNSEALED.format(a='e')}"
+    out_e = _UNSEALED.format(a="e")
+    out_s = f"({_UNSEALED.format(a='s')} OR {out_e})"
     return {
         "chain_events": (
-            "SELECT e.chain_id AS chain_id, COUNT(*) AS requests, MIN(e.chain_seq) AS first_seq, "
-            f"MAX(e.chain_seq) AS last_seq FROM usage_events e WHERE {where} AND {sealed_e} GROUP BY e.chain_id",
+            f"SELECT CASE WHEN {out_e} THEN NULL ELSE e.chain_id END AS chain_id, COUNT(*) AS requests, "
+            "MIN(e.chain_seq) AS first_seq, MAX(e.chain_seq) AS last_seq, "
+            "COALESCE(SUM(e.local_energy_pusd), 0) AS energy_pusd, "
+            "COALESCE(SUM(e.local_hardware_pusd), 0) AS hardware_pusd, "
+            "COALESCE(SUM(e.hosted_cost_pusd), 0) AS hosted_pusd "
+            f"FROM usage_events e WHERE {where} GROUP BY CASE WHEN {out_e} THEN NULL ELSE e.chain_id END",
             params,
         ),
         "chain_shadows": (
-            "SELECT s.chain_id AS chain_id, MAX(s.chain_seq) AS last_seq FROM shadow_costs s "
-            f"JOIN usage_events e ON e.uid = s.event_uid WHERE {where} AND NOT {_UNSEALED.format(a='s')} "
-            "GROUP BY s.chain_id",
-            params,
-        ),
-        "unchained_events": (
-            "SELECT COUNT(*) AS requests, COALESCE(SUM(e.local_energy_pusd), 0) AS energy_pusd, "
-            "COALESCE(SUM(e.local_hardware_pusd), 0) AS hardware_pusd, "
-            "COALESCE(SUM(e.hosted_cost_pusd), 0) AS hosted_pusd "
-            f"FROM usage_events e WHERE {where} AND {_UNSEALED.format(a='e')}",
-            params,
-        ),
-        "unchained_shadows": (
-            "SELECT s.ref_model AS ref_model, COUNT(*) AS cost_rows, COALESCE(SUM(s.cloud_pusd), 0) AS cloud_pusd, "
+            f"SELECT CASE WHEN {out_s} THEN NULL ELSE s.chain_id END AS chain_id, s.ref_model AS ref_model, "
+            "COUNT(*) AS cost_rows, MAX(s.chain_seq) AS last_seq, COALESCE(SUM(s.cloud_pusd), 0) AS cloud_pusd, "
             "COALESCE(SUM(s.savings_pusd), 0) AS savings_pusd FROM shadow_costs s "
-            f"JOIN usage_events e ON e.uid = s.event_uid WHERE {where} AND "
-            f"({_UNSEALED.format(a='s')} OR {_UNSEALED.format(a='e')}) GROUP BY s.ref_model",
+            f"JOIN usage_events e ON e.uid = s.event_uid WHERE {where} "
+            f"GROUP BY CASE WHEN {out_s} THEN NULL ELSE s.chain_id END, s.ref_model",
             params,
         ),
         "verifications": ("SELECT * FROM ledger_verifications ORDER BY id DESC LIMIT 50", []),
@@ -62,7 +57,8 @@ def heads_wanted(results: dict[str, list[dict[str, Any]]]) -> list[tuple[str, in
     """(chain id, last seq) of each chain in the period: its last request or that request's cost rows."""
     last: dict[str, int] = {}
     for r in [*results["chain_events"], *results["chain_shadows"]]:
-        last[r["chain_id"]] = max(last.get(r["chain_id"], 0), int(r["last_seq"]))
+        if r["chain_id"] is not None:
+            last[r["chain_id"]] = max(last.get(r["chain_id"], 0), int(r["last_seq"]))
     return sorted(last.items())
 
 
@@ -83,7 +79,11 @@ def summary(
     q: ReportQuery, results: dict[str, list[dict[str, Any]]], digests: dict[tuple[str, int], str | None]
 ) -> dict[str, Any]:
     """The ``integrity`` block of a report."""
-    first = {r["chain_id"]: (int(r["first_seq"]), int(r["requests"])) for r in results["chain_events"]}
+    first = {
+        r["chain_id"]: (int(r["first_seq"]), int(r["requests"]))
+        for r in results["chain_events"]
+        if r["chain_id"] is not None
+    }
     heads = [
         {
             "chain_id": c,
@@ -94,9 +94,9 @@ def summary(
         }
         for c, seq in heads_wanted(results)
     ]
-    ue = results["unchained_events"][0] if results["unchained_events"] else {}
+    ue = next((r for r in results["chain_events"] if r["chain_id"] is None), {})
     unchained_requests = int(ue.get("requests") or 0)
-    us = results["unchained_shadows"]
+    us = [r for r in results["chain_shadows"] if r["chain_id"] is None]
     energy, hardware = int(ue.get("energy_pusd") or 0), int(ue.get("hardware_pusd") or 0)
     return {
         "chain_heads": heads,

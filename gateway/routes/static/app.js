@@ -130,6 +130,7 @@
   function reportUrl(by) {
     const q = new URLSearchParams({ by });
     if (state.since) q.set("since", state.since);
+    if (by !== "day") q.set("integrity", "0"); // the proof block is the same for all four: ask once
     return `v1/nometer/report?${q}`;
   }
 

@@ -11,17 +11,18 @@ from gateway.ledger.report import ReportQuery
 
 
 def results(verifications: list[dict[str, Any]], unchained: int = 0) -> dict[str, list[dict[str, Any]]]:
-    return {
-        "chain_events": [{"chain_id": "a", "requests": 3, "first_seq": 1, "last_seq": 9}],
-        "chain_shadows": [{"chain_id": "a", "last_seq": 12}],
-        "unchained_events": [{"requests": unchained, "energy_pusd": 5, "hardware_pusd": 7, "hosted_pusd": 0}],
-        "unchained_shadows": [
-            {"ref_model": "gpt-4.1", "cost_rows": 1, "cloud_pusd": 10**12, "savings_pusd": 10**11}
-        ]
-        if unchained
-        else [],
-        "verifications": verifications,
-    }
+    money = {"energy_pusd": 5, "hardware_pusd": 7, "hosted_pusd": 0}
+    events: list[dict[str, Any]] = [{"chain_id": "a", "requests": 3, "first_seq": 1, "last_seq": 9, **money}]
+    shadows: list[dict[str, Any]] = [
+        {"chain_id": "a", "ref_model": "gpt-4.1", "cost_rows": 3, "last_seq": 12}
+    ]
+    if unchained:
+        events.append({"chain_id": None, "requests": unchained, "first_seq": None, "last_seq": None, **money})
+        shadows.append(
+            {"chain_id": None, "ref_model": "gpt-4.1", "cost_rows": 1, "last_seq": None}
+            | {"cloud_pusd": 10**12, "savings_pusd": 10**11}
+        )
+    return {"chain_events": events, "chain_shadows": shadows, "verifications": verifications}
 
 
 def run(since: float | None, head: int, clean: bool = True, start: float | None = None) -> dict[str, Any]:
