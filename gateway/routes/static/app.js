@@ -579,7 +579,7 @@
     }
     heads.replaceChildren(el("table", { class: "tbl" },
       el("thead", {}, el("tr", {}, el("th", { text: "chain (one per gateway process)" }), el("th", { class: "num", text: "requests" }),
-        el("th", { class: "num", text: "rows" }), el("th", { text: "head digest" }))),
+        el("th", { class: "num", text: "seq" }), el("th", { text: "head digest" }))),
       el("tbody", {}, ...p.chain_heads.map((h) => el("tr", { "data-testid": "chain-head", "data-chain": h.chain_id,
         "data-seq": h.head_seq, "data-digest": h.head_digest ?? "" },
       el("td", { class: "key", text: h.chain_id }),
