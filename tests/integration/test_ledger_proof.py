@@ -118,6 +118,12 @@ def build_ledger(tmp: Path, fake: FakeUpstream, url: str | None) -> None:
     )
     with GatewayServer(settings) as g:
         make_traffic(g, keys)
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        proof = httpx.get(g.url + "/v1/nometer/report", headers=admin).json()["integrity"]
+        assert [h["chain_id"] for h in proof["chain_heads"]] == [g.runtime.recorder.chain.chain_id]
+        assert proof["verify_state"] == "unverified"
+        bare = httpx.get(g.url + "/v1/nometer/report", params={"integrity": "0"}, headers=admin).json()
+        assert "integrity" not in bare
     key = tmp / "nometer-signing.key"
     assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600  # made by the gateway on first start
     assert (tmp / "nometer-signing.key.pub").read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
