@@ -29,6 +29,7 @@ from gateway.backends.routing import Router
 from gateway.http.middleware import RequestIdMiddleware
 from gateway.http.proxy import Proxy, forwards_get, send_error
 from gateway.ids import new_id
+from gateway.ledger import signing
 from gateway.ledger.factory import open_store
 from gateway.ledger.recorder import Recorder
 from gateway.meter.rows import estimate_prompt_tokens, make_finalizer
@@ -193,6 +194,10 @@ def create_app(settings: Settings) -> NometerApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.store.open()
+        try:  # the key that signs `nometer statement`s, beside the ledger (made once)
+            await asyncio.to_thread(signing.ensure_key, signing.key_path(settings.ledger))
+        except (OSError, signing.SigningKeyError) as exc:
+            log.error("no statement signing key (statements cannot be signed): %s", exc)
         await rt.governance.start(rt.store)
         _on_sighup(rt.governance)
         rt.recorder.start()

@@ -85,6 +85,9 @@ class LedgerSettings(_Frozen):
     # meter in a separate process (default): the tokenizing and pricing never compete with the
     # event loop for the GIL; false: a thread of the gateway process (less memory, more latency)
     meter_process: bool = True
+    # ed25519 key that signs `nometer statement`s, created on first start (mode 0600) with its
+    # public half beside it (<name>.pub, PEM); default: nometer-signing.key beside the ledger file
+    signing_key: str | None = None
 
 
 class BoxSettings(_Frozen):
