@@ -25,6 +25,7 @@ from gateway.backends.energy import EnergySampler, nvml_reader
 from gateway.backends.managed import ManagedServer
 from gateway.backends.pool import BackendPool, build_backends
 from gateway.backends.routing import Router
+from gateway.http.guard import browser_guard
 from gateway.http.middleware import RequestIdMiddleware
 from gateway.http.proxy import Proxy, Receive, Scope, Send, send_error
 from gateway.ids import new_id
@@ -142,8 +143,12 @@ class NometerApp:
         self.proxy = runtime.proxy
         assert runtime.governance is not None
         self.auth = runtime.governance.auth
+        self._entry = browser_guard(self._dispatch, runtime.settings.server, self.auth.mode)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"

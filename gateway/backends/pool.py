@@ -24,10 +24,11 @@ log = logging.getLogger("nometer.backends")
 def build_backends(settings: Settings) -> list[Backend]:
     out: list[Backend] = []
     t = settings.timeouts
+    pool = settings.routing.max_connections_per_backend
     for i, b in enumerate(settings.backends):
         key = os.environ.get(b.api_key_env) if b.api_key_env else None
         name = b.name or f"backend-{i}"
-        up = OpenAICompatUpstream(CompatConfig(b.url, name, key, t.connect_s, t.read_s))
+        up = OpenAICompatUpstream(CompatConfig(b.url, name, key, t.connect_s, t.read_s, pool))
         out.append(
             Backend(
                 name=name,
@@ -40,7 +41,7 @@ def build_backends(settings: Settings) -> list[Backend]:
     for m in settings.managed:
         name = f"managed-{m.port}"
         up = OpenAICompatUpstream(
-            CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s)
+            CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s, pool)
         )
         out.append(Backend(name=name, upstream=up, managed=True, local=True))
     return out
