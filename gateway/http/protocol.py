@@ -11,8 +11,9 @@ of a connection, and no cap on connections. This subclass of ``HttpToolsProtocol
   The first piece of a head goes to the parser at once (a one-packet request costs nothing more);
   the rest is gathered here (linear) and parsed in one go when the blank line that ends the head
   arrives, so the parser sees at most two pieces of any header;
-- a head deadline (``server.header_timeout_s``), from the connection's start or the end of the
-  previous response: 408 when part of a head came, a silent close when nothing did;
+- a head deadline (``server.header_timeout_s``): a head must be complete that long after its
+  first byte (408, slowloris), and a new connection must start its first request within it (a
+  silent close; between requests, uvicorn's keep-alive timeout closes idle connections);
 - a body silence limit (``server.body_timeout_s``): 408, and the application sees a disconnect;
 - a connection cap (``server.max_connections``, by default half of what the open-files limit
   leaves after a reserve): at the cap the longest-idle connection (no request in progress) is
@@ -166,6 +167,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._completed = False  # a message completed during the current feed
         self._lingering = False
+        self._served = False  # a response was completed on this connection
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -285,7 +287,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                         f"The request head did not arrive within {limits.header_timeout_s} s."
                     )
                 )
-            else:
+            elif not self._served:  # an idle keep-alive connection is uvicorn's timer's to close
                 self.registry.drop(self)
                 self.transport.close()
 
@@ -293,7 +295,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._begun = True
+        self._begun, self._since = True, self.loop.time()  # the head's deadline runs from its first byte
         self._head_bytes = self._header_count = 0
 
     def on_url(self, url: bytes) -> None:
@@ -329,6 +331,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         idle = not self.pipeline
         super().on_response_complete()
+        self._served = True
         if idle and not self.transport.is_closing():
             self._since = self.loop.time()
             self.registry.idle[self] = None

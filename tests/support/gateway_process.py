@@ -27,7 +27,12 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class GatewayProcess:
     def __init__(
-        self, tmp_path: Path, config: dict[str, Any], *, rlimit_nofile: tuple[int, int] | None = None
+        self,
+        tmp_path: Path,
+        config: dict[str, Any],
+        *,
+        rlimit_nofile: tuple[int, int] | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.port = free_port()
         config = {**config, "server": {**config.get("server", {}), "host": HOST, "port": self.port}}
@@ -38,6 +43,7 @@ class GatewayProcess:
         self.url = f"http://{HOST}:{self.port}"
         self.base_url = self.url + "/v1"
         self._rlimit = rlimit_nofile
+        self._env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _limit(self) -> None:
@@ -47,6 +53,7 @@ class GatewayProcess:
     def start(self) -> GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOMETER_")}
         env["PYTHONPATH"] = os.environ.get("PYTHONPATH", str(Path(__file__).parents[2]))
+        env.update(self._env)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)],
