@@ -7,7 +7,8 @@ alive; the body is relayed chunk by chunk as the socket yields it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,29 @@ class CompatConfig:
     max_connections: int = 1024
 
 
+@contextmanager
+def map_exceptions(what: str, *, started: bool = False) -> Iterator[None]:
+    """Translate aiohttp's exceptions into the adapters' tree, here at the boundary (as httpx's
+    ``map_httpcore_exceptions`` does), so the gateway decides retries and statuses by class.
+
+    Before the response started (``started=False``), a refused/reset connection or a connect
+    timeout is ``UpstreamConnectError`` (nothing reached the client: safe to retry elsewhere) and
+    silence past the read timeout is ``UpstreamTimeout``. Once the response started, silence is
+    still ``UpstreamTimeout`` and any other failure ``UpstreamBrokenStream``."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        if isinstance(exc, aiohttp.ConnectionTimeoutError) and not started:
+            raise UpstreamConnectError(f"{what}: connect timed out") from exc
+        raise UpstreamTimeout(f"{what}: timed out ({exc or 'no data within the read timeout'})") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        lost: type[UpstreamError] = UpstreamBrokenStream if started else UpstreamConnectError
+        raise lost(f"{what}: {exc or type(exc).__name__}") from exc
+    except aiohttp.ClientError as exc:
+        other: type[UpstreamError] = UpstreamBrokenStream if started else UpstreamError
+        raise other(f"{what}: {exc or type(exc).__name__}") from exc
+
+
 def _root(base_url: str) -> str:
     """Server root: the client's path (/v1/...) and vLLM's own (/health, /tokenize) hang off it."""
     base = base_url.rstrip("/")
@@ -92,26 +116,20 @@ class CompatResponse:
 
     async def read(self) -> bytes:
         try:
-            return await self._resp.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(str(exc) or "upstream read timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamBrokenStream(str(exc) or type(exc).__name__) from exc
+            with map_exceptions("upstream body", started=True):
+                return await self._resp.read()
         finally:
             self._resp.release()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         content = self._resp.content
         try:
-            while True:
-                data = await content.readany()
-                if not data:
-                    break
-                yield data
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(str(exc) or "upstream read timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamBrokenStream(str(exc) or type(exc).__name__) from exc
+            with map_exceptions("upstream stream", started=True):
+                while True:
+                    data = await content.readany()
+                    if not data:
+                        break
+                    yield data
         finally:
             self._resp.release()
 
@@ -145,32 +163,20 @@ class OpenAICompatUpstream:
         out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in _DROP_REQUEST]
         if self._auth:
             out.append((self._auth[0].decode(), self._auth[1].decode()))
-        try:
+        with map_exceptions(self.name):
             resp = await self._sess().request(
                 method, self._root + path, data=body, headers=out, allow_redirects=False
             )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                raise UpstreamConnectError(f"{self.name}: connect timed out") from exc
-            raise UpstreamTimeout(f"{self.name}: no response within {self.config.read_timeout_s}s") from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-            raise UpstreamConnectError(f"{self.name}: {exc or type(exc).__name__}") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: {exc}") from exc
         return CompatResponse(resp)
 
     async def _get(self, path: str, timeout_s: float) -> tuple[int, bytes]:
-        try:
+        with map_exceptions(f"{self.name}: GET {path}"):
             async with self._sess().get(
                 self._root + path,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 headers=[self._auth_header()] if self._auth else None,
             ) as r:
                 return r.status, await r.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"{self.name}: GET {path} timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamConnectError(f"{self.name}: GET {path}: {exc or type(exc).__name__}") from exc
 
     def _auth_header(self) -> tuple[str, str]:
         assert self._auth

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway import errors
 from gateway.backends.energy import EnergySampler, nvml_reader
@@ -27,72 +28,74 @@ from gateway.backends.pool import BackendPool, build_backends
 from gateway.backends.routing import Router
 from gateway.http.guard import browser_guard
 from gateway.http.middleware import RequestIdMiddleware
-from gateway.http.proxy import Proxy, Receive, Scope, Send, send_error
+from gateway.http.proxy import Proxy, send_error
 from gateway.ids import new_id
-from gateway.ledger.events import RequestRecord
+from gateway.ledger.factory import open_store
 from gateway.ledger.recorder import Recorder
-from gateway.ledger.store import Store, open_store
-from gateway.meter.rows import LedgerBatch, make_finalizer
+from gateway.meter.rows import estimate_prompt_tokens, make_finalizer
 from gateway.meter.shadow import ShadowMeter
-from gateway.meter.worker import MeterPool
+from gateway.meter.tables import pinned_table, price_dir
+from gateway.meter.worker import MeterConfig, MeterPool
 from gateway.metrics import Metrics
 from gateway.policy import auth
+from gateway.policy.admission import HostedService
+from gateway.policy.budget import Budgets
 from gateway.policy.governance import Governance
 from gateway.routes import admin, core, dashboard, meter
 from gateway.runtime import Runtime
 from gateway.settings import Settings
-from pricing.overrides import apply_overrides
 from pricing.store import PriceStore
+from pricing.tables import PriceTable
 
 log = logging.getLogger("nometer")
 
 
-def _estimate_tokens(text: str) -> int:
-    from pricing.tokens import count_text, tokenizer_for
+def hosted_path(budgets: Budgets, table: PriceTable) -> HostedService:
+    """The hosted path, built when a policy first falls back (imported only then; litellm itself
+    is imported later still, off the event loop, when the gateway starts)."""
+    from adapters.hosted import HostedUpstream
+    from gateway.http.hosted import HostedPath
 
-    return count_text(text, tokenizer_for("gpt-4o"))
-
-
-def price_store(settings: Settings) -> PriceStore:
-    directory = settings.meter.price_dir or Path(settings.ledger.path).resolve().parent / "prices"
-    return PriceStore(Path(directory))
-
-
-def build_meter(settings: Settings, prices: PriceStore) -> ShadowMeter:
-    """Price with the newest installed table plus config overrides, pinned so receipts can find it."""
-    table = prices.current()
-    if settings.meter.price_overrides:
-        table = apply_overrides(table, settings.meter.price_overrides)
-    prices.pin(table)
-    return ShadowMeter(settings.meter, table, settings.aliases)
-
-
-def finalizer(settings: Settings, table_id: str) -> Callable[[list[RequestRecord]], LedgerBatch]:
-    """Records -> rows with the shadow meter on the pinned table (used by the meter process)."""
-    meter = ShadowMeter(settings.meter, price_store(settings).get(table_id), settings.aliases)
-    return make_finalizer(_estimate_tokens, meter)
+    return HostedPath(HostedUpstream(), budgets, table)
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    router = Router(build_backends(settings), settings.aliases)
-    pool = BackendPool(router, settings)
-    store: Store = open_store(settings.ledger.path, settings.ledger.url)
-    prices = price_store(settings)
-    meter = build_meter(settings, prices)
+    backends = build_backends(
+        settings.backends, settings.managed, settings.timeouts, settings.routing.max_connections_per_backend
+    )
+    router = Router(backends, settings.aliases)
+    pool = BackendPool(router, settings.timeouts, settings.routing)
+    store = open_store(settings.ledger)
+    prices = PriceStore(price_dir(settings.meter.price_dir, settings.ledger.path))
+    meter = ShadowMeter(
+        settings.meter, pinned_table(prices, settings.meter.price_overrides), settings.aliases
+    )
+    process = None
+    if settings.ledger.meter_process:
+        process = MeterPool(
+            MeterConfig(
+                settings.meter,
+                settings.aliases,
+                prices.directory,
+                meter.table.id,
+                settings.server.log_level,
+                settings.server.access_log,
+            )
+        )
     recorder = Recorder(
         store,
         settings.ledger,
-        make_finalizer(_estimate_tokens, meter),
+        make_finalizer(estimate_prompt_tokens, meter),
         access_log=settings.server.access_log,
-        pool=MeterPool(settings, meter.table.id) if settings.ledger.meter_process else None,
+        pool=process,
     )
-    governance = Governance(settings, router, pool, meter.table)
-    proxy = Proxy(router, pool, recorder.record, settings, governance.gate)
+    governance = Governance(settings, router, pool, meter.table, hosted_path)
+    proxy = Proxy(
+        router, pool, governance.gate, recorder.record, settings.routing, settings.server.max_body_bytes
+    )
     log_dir = Path(settings.ledger.path).resolve().parent / "logs"
     managed = [ManagedServer(m, log_dir) for m in settings.managed]
-    rt = Runtime(settings, router, pool, store, recorder, proxy, managed, meter, prices)
-    rt.governance = governance
-    rt.metrics = Metrics(
+    metrics = Metrics(
         lambda: {
             "inflight": proxy.inflight,
             "queue_depth": recorder.depth,
@@ -100,8 +103,10 @@ def build_runtime(settings: Settings) -> Runtime:
             "backends": router.backends,
         }
     )
-    recorder.listeners.append(rt.metrics.observe)
-    return rt
+    recorder.listeners.append(metrics.observe)
+    return Runtime(
+        settings, router, pool, store, recorder, proxy, meter, prices, metrics, governance, managed
+    )
 
 
 def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -141,7 +146,6 @@ class NometerApp:
         self.control = control
         self._control = RequestIdMiddleware(control)
         self.proxy = runtime.proxy
-        assert runtime.governance is not None
         self.auth = runtime.governance.auth
         self._entry = browser_guard(self._dispatch, runtime.settings.server, self.auth.mode)
 
@@ -196,7 +200,6 @@ def create_app(settings: Settings) -> NometerApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.store.open()
-        assert rt.governance is not None
         await rt.governance.start(rt.store)
         _on_sighup(rt.governance)
         rt.recorder.start()
@@ -224,7 +227,6 @@ def create_app(settings: Settings) -> NometerApp:
             for m in rt.managed:
                 await m.stop()
             await rt.recorder.stop()
-            assert rt.governance is not None
             await rt.governance.stop()
             await rt.store.close()
             log.info(

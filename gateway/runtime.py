@@ -29,11 +29,11 @@ class Runtime:
     store: Store
     recorder: Recorder
     proxy: Proxy
+    meter: ShadowMeter
+    prices: PriceStore
+    metrics: Metrics
+    governance: Governance  # teams, keys and policy
     managed: list[ManagedServer] = field(default_factory=list)
-    meter: ShadowMeter | None = None
-    prices: PriceStore | None = None
-    metrics: Metrics | None = None
-    governance: Governance | None = None  # teams, keys and policy
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

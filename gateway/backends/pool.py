@@ -10,22 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from adapters.base import UpstreamError
 from adapters.openai_compat import CompatConfig, OpenAICompatUpstream
 from gateway.backends.backend import Backend
 from gateway.backends.routing import Router
-from gateway.settings import Settings
+from gateway.settings import BackendSettings, ManagedSettings, RoutingSettings, UpstreamTimeouts
 
 log = logging.getLogger("nometer.backends")
 
 
-def build_backends(settings: Settings) -> list[Backend]:
+def build_backends(
+    backends: Sequence[BackendSettings],
+    managed: Sequence[ManagedSettings],
+    t: UpstreamTimeouts,
+    pool: int = 1024,  # connections per upstream (routing.max_connections_per_backend)
+) -> list[Backend]:
     out: list[Backend] = []
-    t = settings.timeouts
-    pool = settings.routing.max_connections_per_backend
-    for i, b in enumerate(settings.backends):
+    for i, b in enumerate(backends):
         key = os.environ.get(b.api_key_env) if b.api_key_env else None
         name = b.name or f"backend-{i}"
         up = OpenAICompatUpstream(CompatConfig(b.url, name, key, t.connect_s, t.read_s, pool))
@@ -38,7 +42,7 @@ def build_backends(settings: Settings) -> list[Backend]:
                 local=urlsplit(b.url).hostname in ("127.0.0.1", "localhost", "::1"),
             )
         )
-    for m in settings.managed:
+    for m in managed:
         name = f"managed-{m.port}"
         up = OpenAICompatUpstream(
             CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s, pool)
@@ -48,11 +52,11 @@ def build_backends(settings: Settings) -> list[Backend]:
 
 
 class BackendPool:
-    def __init__(self, router: Router, settings: Settings):
+    def __init__(self, router: Router, timeouts: UpstreamTimeouts, routing: RoutingSettings):
         self.router = router
-        self._health_s = settings.timeouts.health_s
-        self._interval = settings.routing.health_interval_s
-        self._refresh_every = max(1, round(settings.routing.models_refresh_s / max(self._interval, 0.1)))
+        self._health_s = timeouts.health_s
+        self._interval = routing.health_interval_s
+        self._refresh_every = max(1, round(routing.models_refresh_s / max(self._interval, 0.1)))
         self._task: asyncio.Task[None] | None = None
         self.poll_metrics = False  # read vLLM's load from /metrics (set when an overload rule needs it)
 

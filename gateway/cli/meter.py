@@ -16,18 +16,18 @@ from gateway.ledger.reader import open_reader
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
 from gateway.ledger.report_format import to_csv, to_table
 from gateway.meter import receipts
+from gateway.meter.tables import price_dir
 from gateway.settings import Settings, load_settings
+from pricing.store import PriceStore
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None))
 
 
-def _prices(settings: Settings, db: str) -> Any:
-    from pricing.store import PriceStore
-
+def _prices(settings: Settings, db: str) -> PriceStore:
     local = settings.ledger.path if db.startswith(("postgresql://", "postgres://")) else db
-    return PriceStore(Path(settings.meter.price_dir or Path(local).resolve().parent / "prices"))
+    return PriceStore(price_dir(settings.meter.price_dir, local))
 
 
 def _period(args: argparse.Namespace) -> tuple[float | None, float | None]:

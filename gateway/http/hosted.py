@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from starlette.types import Send
 
 from adapters.base import UpstreamError
 from adapters.hosted import HostedStream, HostedTarget, HostedUpstream
@@ -39,8 +40,6 @@ from pricing.tables import ModelPrice, PriceTable
 from pricing.tokens import count_chat_prompt, tokenizer_for
 
 log = logging.getLogger("nometer.hosted")
-
-Send = Any  # the ASGI send callable (see gateway.http.proxy)
 
 
 @dataclass(frozen=True, slots=True)

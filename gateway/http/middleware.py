@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.http.proxy import Receive, Scope, Send
 from gateway.ids import new_id
 from gateway.logs import REQUEST_ID
 
@@ -12,7 +11,7 @@ from gateway.logs import REQUEST_ID
 class RequestIdMiddleware:
     """Pure ASGI: echo the client's x-request-id (or a new one) on every control-plane response."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -22,7 +21,7 @@ class RequestIdMiddleware:
         rid = next((v for k, v in scope["headers"] if k == b"x-request-id"), None) or new_id().encode()
         REQUEST_ID.set(rid.decode("latin-1"))
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
             await send(message)

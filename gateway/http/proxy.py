@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from adapters.base import UpstreamBrokenStream, UpstreamConnectError, UpstreamResponse, UpstreamTimeout
 from gateway import errors
@@ -30,11 +31,7 @@ from gateway.ledger import events as ev
 from gateway.ledger.events import RequestRecord
 from gateway.logs import REQUEST_ID
 from gateway.policy.admission import Gate, Plan
-from gateway.settings import FallbackCause, Settings
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from gateway.settings import FallbackCause, RoutingSettings
 
 # Endpoints whose streams carry usage only when asked through stream_options.
 _STREAM_OPTIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -58,17 +55,18 @@ class Proxy:
         self,
         router: Router,
         pool: BackendPool,
-        record: Callable[[RequestRecord], None],
-        settings: Settings,
         gate: Gate,
+        record: Callable[[RequestRecord], None],
+        routing: RoutingSettings,
+        max_body_bytes: int,
     ):
         self.router = router
         self.gate = gate
         self.pool = pool
         self.record = record
-        self.max_body = settings.server.max_body_bytes
-        self.rename_response = settings.routing.response_model == "requested"
-        self.retry = settings.routing.retry_other_backend
+        self.max_body = max_body_bytes
+        self.rename_response = routing.response_model == "requested"
+        self.retry = routing.retry_other_backend
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope
 
 from gateway import errors
 
@@ -14,9 +14,7 @@ MAX_JSON_DEPTH = 254  # orjson's serializer refuses deeper values (see json_obje
 _MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]*\r\n)*\r\n([^\r\n]*)\r\n')
 
 
-async def read_body(
-    scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], limit: int
-) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for k, v in scope["headers"]:
         if k == b"content-length":
             try:

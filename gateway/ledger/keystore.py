@@ -77,7 +77,7 @@ _REVISION = object()  # stands for the write's new revision number in statement 
 _COLUMNS = "key_id, name, team, digest, prefix, created, disabled, expires, replaced_by"
 
 
-def _record(row: tuple[object, ...]) -> KeyRecord:
+def _record(row: tuple[Any, ...]) -> KeyRecord:
     key_id, name, team, dig, prefix, created, disabled, expires, replaced_by = row
     return KeyRecord(
         str(key_id),
@@ -85,11 +85,11 @@ def _record(row: tuple[object, ...]) -> KeyRecord:
         str(team),
         bytes.fromhex(str(dig)),
         str(prefix),
-        float(created),  # type: ignore[arg-type]
-        None if disabled is None else float(disabled),  # type: ignore[arg-type]
+        float(created),
+        None if disabled is None else float(disabled),
         None if expires is None else float(expires),
         None if replaced_by is None else str(replaced_by),
-    )  # type: ignore[arg-type]
+    )
 
 
 def _insert(rec: KeyRecord) -> tuple[str, tuple[object, ...]]:
@@ -215,9 +215,10 @@ class KeyStore:
         value = self._fetchall("SELECT COALESCE(MAX(revision), 0) FROM api_keys")[0][0]
         return int(str(value))
 
-    def active(self) -> list[KeyRecord]:
+    def active(self) -> tuple[KeyRecord, ...]:
         """Every key not disabled (expiry is checked at lookup)."""
-        return [_record(r) for r in self._fetchall(f"SELECT {_COLUMNS} FROM api_keys WHERE disabled IS NULL")]
+        rows = self._fetchall(f"SELECT {_COLUMNS} FROM api_keys WHERE disabled IS NULL")
+        return tuple(_record(r) for r in rows)
 
 
 class PostgresKeyStore(KeyStore):

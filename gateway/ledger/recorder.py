@@ -18,19 +18,24 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway import logs
 from gateway.ledger.events import EVENT_COLUMNS, RequestRecord
 from gateway.ledger.store import LedgerBatchLike, Store
 from gateway.settings import LedgerSettings
 
-if TYPE_CHECKING:
-    from gateway.meter.worker import MeterPool
-
 log = logging.getLogger("nometer.recorder")
 
 Finalizer = Callable[[list[RequestRecord]], LedgerBatchLike]
+
+
+class MeterProcess(Protocol):
+    """Where batches are metered off this process (``gateway.meter.worker.MeterPool``)."""
+
+    async def run(self, batch: list[RequestRecord]) -> LedgerBatchLike: ...
+
+    async def close(self) -> None: ...
 
 
 class Recorder:
@@ -41,7 +46,7 @@ class Recorder:
         finalize: Finalizer,
         *,
         access_log: bool = False,
-        pool: MeterPool | None = None,
+        pool: MeterProcess | None = None,
     ):
         self._store = store
         self._finalize = finalize

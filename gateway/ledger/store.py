@@ -35,14 +35,3 @@ class LedgerBatchLike(Protocol):
 def insert_sql(table: str, columns: Sequence[str], placeholder: Callable[[int], str]) -> str:
     marks = ", ".join(placeholder(i + 1) for i in range(len(columns)))
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-
-
-def open_store(path: str, url: str | None) -> Store:
-    """The configured ledger: PostgreSQL when ``url`` is set, else the SQLite file at ``path``."""
-    if url:
-        from gateway.ledger.postgres import PostgresStore
-
-        return PostgresStore(url)
-    from gateway.ledger.sqlite import SQLiteStore
-
-    return SQLiteStore(path)

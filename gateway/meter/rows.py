@@ -105,6 +105,13 @@ def shadow_rows(uid: str, shadow: Shadow) -> list[Row]:
     return out
 
 
+def estimate_prompt_tokens(text: str) -> int:
+    """Prompt tokens of a request whose upstream reported none: an o200k count (labelled estimated)."""
+    from pricing.tokens import count_text, tokenizer_for
+
+    return count_text(text, tokenizer_for("gpt-4o"))
+
+
 def make_finalizer(
     count_tokens: Callable[[str], int] | None, meter: ShadowMeter | None = None
 ) -> Callable[[list[RequestRecord]], LedgerBatch]:

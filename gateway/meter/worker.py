@@ -16,13 +16,17 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 from gateway import logs
 from gateway.ledger.events import EVENT_COLUMNS, RequestRecord
-from gateway.meter.rows import LedgerBatch
-from gateway.settings import Settings
+from gateway.meter.rows import LedgerBatch, estimate_prompt_tokens, make_finalizer
+from gateway.meter.shadow import ShadowMeter
+from gateway.settings import MeterSettings
+from pricing.store import PriceStore
 
 log = logging.getLogger("nometer.recorder")
 
@@ -30,15 +34,26 @@ _finalize: Callable[[list[RequestRecord]], LedgerBatch] | None = None
 _access_log = False
 
 
-def init(settings: Settings, table_id: str) -> None:
-    """Runs once in the worker: build the meter exactly as the gateway would have."""
+@dataclass(frozen=True)
+class MeterConfig:
+    """What the meter process needs to meter exactly as the gateway would (pickled to it)."""
+
+    meter: MeterSettings
+    aliases: Mapping[str, str]
+    price_dir: Path
+    table_id: str  # the very table the gateway pinned
+    log_level: str = "info"
+    access_log: bool = False
+
+
+def init(config: MeterConfig) -> None:
+    """Runs once in the worker: build the meter on the gateway's pinned table."""
     global _finalize, _access_log
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateway, which stops us
-    logs.setup(settings.server.log_level)
-    from gateway.app import finalizer  # the gateway's own wiring, imported here to avoid a cycle
-
-    _finalize = finalizer(settings, table_id)  # the very table the gateway pinned
-    _access_log = settings.server.access_log
+    logs.setup(config.log_level)
+    table = PriceStore(config.price_dir).get(config.table_id)
+    _finalize = make_finalizer(estimate_prompt_tokens, ShadowMeter(config.meter, table, config.aliases))
+    _access_log = config.access_log
 
 
 def finalize(batch: list[RequestRecord]) -> LedgerBatch:
@@ -55,9 +70,8 @@ def finalize(batch: list[RequestRecord]) -> LedgerBatch:
 class MeterPool:
     """One metering process, started on first use (spawned: no fork of a threaded server)."""
 
-    def __init__(self, settings: Settings, table_id: str):
-        self.settings = settings
-        self.table_id = table_id
+    def __init__(self, config: MeterConfig):
+        self.config = config
         self._pool: ProcessPoolExecutor | None = None
         self.restarts = 0
 
@@ -67,7 +81,7 @@ class MeterPool:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=init,
-                initargs=(self.settings, self.table_id),
+                initargs=(self.config,),
             )
         return self._pool
 

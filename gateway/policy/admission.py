@@ -14,17 +14,19 @@ token limit or a context-length fallback, in a worker thread when it is long.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
+from starlette.types import Send
 
 from gateway import errors
 from gateway.backends.routing import Route, Router
 from gateway.ledger.events import RequestRecord
 from gateway.meter.usage import request_text
 from gateway.policy.auth import Authenticator, Identity
-from gateway.policy.budget import ANONYMOUS
+from gateway.policy.budget import ANONYMOUS, Budgets
 from gateway.policy.fallback import (
     FALLBACK_ENDPOINTS,
     all_overloaded,
@@ -37,11 +39,23 @@ from gateway.policy.fallback import (
 from gateway.policy.limits import RateLimiter, Ticket
 from gateway.policy.rules import PolicyBook, TeamRules
 from gateway.settings import FallbackCause
+from pricing.tables import PriceTable
 
-if TYPE_CHECKING:
-    from gateway.http.hosted import (  # imports litellm's adapter: only when fallback is configured
-        HostedPath,
-    )
+
+class HostedService(Protocol):
+    """The hosted path (``gateway.http.hosted.HostedPath``, wired by the app): serves a request the
+    admit step (or a failed local connect) sent to a hosted model."""
+
+    def swap(self, book: PolicyBook) -> None:
+        """Take the hosted models of a (re)loaded policy."""
+        ...
+
+    async def serve(
+        self, send: Send, rec: RequestRecord, rules: TeamRules, cause: FallbackCause, payload: dict[str, Any]
+    ) -> None: ...
+
+
+HostedFactory = Callable[[Budgets, PriceTable], HostedService]
 
 _THREAD_CHARS = 32_000  # count longer prompts off the event loop
 
@@ -74,7 +88,7 @@ class Gate:
         self.book = book
         self.router = router
         self.limiter = limiter
-        self.hosted: HostedPath | None = None  # set when some policy has fallback models
+        self.hosted: HostedService | None = None  # set when some policy has fallback models
 
     def identify(self, headers: list[tuple[bytes, bytes]]) -> Identity | None:
         return self.auth.identify(headers)

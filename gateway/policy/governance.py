@@ -19,7 +19,7 @@ import yaml
 from gateway.backends.pool import BackendPool
 from gateway.backends.routing import Router
 from gateway.ledger.keystore import open_key_store
-from gateway.policy.admission import Gate
+from gateway.policy.admission import Gate, HostedFactory, HostedService
 from gateway.policy.auth import Authenticator, resolve_mode
 from gateway.policy.budget import (
     SEED_SQL,
@@ -40,8 +40,17 @@ log = logging.getLogger("nometer.policy")
 
 
 class Governance:
-    def __init__(self, settings: Settings, router: Router, pool: BackendPool, table: PriceTable):
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        pool: BackendPool,
+        table: PriceTable,
+        hosted_factory: HostedFactory | None = None,
+    ):
+        # the whole settings, not a section: a reload re-reads every policy section from them
         self.settings = settings
+        self._hosted_factory = hosted_factory  # builds the hosted path when a policy first needs it
         self.boot = settings  # what this process started with (restart-only sections)
         self.pool = pool
         self.table = table
@@ -56,7 +65,7 @@ class Governance:
         self.budgets = Budgets(counters)
         self.book = PolicyBook(settings)
         self.gate = Gate(self.auth, self.book, router, self.limiter)
-        self.hosted: Any = None  # gateway.http.hosted.HostedPath, only when some policy falls back
+        self.hosted: HostedService | None = None  # only when some policy falls back
         self._task: asyncio.Task[None] | None = None
         self._store: Any = None
         self._apply(self.book)
@@ -65,10 +74,9 @@ class Governance:
         for w in book.warnings():
             log.warning("policy: %s", w)
         if book.uses_hosted and self.hosted is None:
-            from adapters.hosted import HostedUpstream
-            from gateway.http.hosted import HostedPath
-
-            self.hosted = HostedPath(HostedUpstream(), self.budgets, self.table)
+            if self._hosted_factory is None:
+                raise ValueError("a policy falls back to hosted models, but this gateway has no hosted path")
+            self.hosted = self._hosted_factory(self.budgets, self.table)
         if self.hosted is not None:
             self.hosted.swap(book)
         self.pool.poll_metrics = book.uses_metrics

@@ -53,7 +53,6 @@ _USAGE_COLUMNS = (
 
 def _gov(request: Request) -> Governance:
     rt: Runtime = request.app.state.runtime
-    assert rt.governance is not None
     return rt.governance
 
 

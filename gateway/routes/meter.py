@@ -100,7 +100,6 @@ async def receipt(request: Request) -> Response:
             param="request_id",
         )
     shadows = await rt.store.fetch(receipts.SHADOW_SQL.format(p="?" if ph == "?" else "$1"), [event["uid"]])
-    assert rt.prices is not None
     data = receipts.recompute(event, shadows, rt.prices)
     return json_response(receipts.view(event, data))
 

@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.ledger.report import PICO
 from tests.support.fake_upstream import FakeUpstream
@@ -22,7 +23,7 @@ from tests.support.gateway_server import GatewayServer, gateway_settings
 
 pytestmark = pytest.mark.postgres
 ADMIN_DSN = "postgresql://127.0.0.1:5432/test"
-MSG = [{"role": "user", "content": "count to three"}]
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "count to three"}]
 
 
 @pytest.fixture
@@ -72,15 +73,12 @@ def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
         finally:
             for g in gws:
                 g.stop()  # drains both recorders into PostgreSQL
-        g2 = GatewayServer(
+        with GatewayServer(
             gateway_settings(
                 tmp_path / "r", [fake.base_url], ledger={"url": pg_url, "path": str(tmp_path / "r.db")}
             )
-        ).start()
-        try:
+        ) as g2:
             rep = httpx.get(g2.url + "/v1/nometer/report", params={"by": "tag"}).json()
-        finally:
-            g2.stop()
 
     import asyncio
 
