@@ -30,15 +30,13 @@ port suffix, and an IP literal is checked once per distinct value (cached).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
-from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
-from gateway.http.proxy import Receive, Scope, Send, send_error
+from gateway.http.proxy import send_error
 from gateway.ids import new_id
 from gateway.settings import ServerSettings
-
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_HOSTS = frozenset({b"localhost", b"127.0.0.1", b"[::1]"})
 MULTIPART_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
@@ -61,7 +59,7 @@ def host_name(host: bytes) -> bytes:
 
 
 class BrowserGuard:
-    def __init__(self, app: App, server: ServerSettings, *, open_mode: bool):
+    def __init__(self, app: ASGIApp, server: ServerSettings, *, open_mode: bool):
         self.app = app
         self.open_mode = open_mode
         hosts = {h.strip().lower().encode() for h in server.allowed_hosts}
@@ -151,7 +149,7 @@ class BrowserGuard:
             return
         allow.append((b"access-control-expose-headers", _EXPOSE))
 
-        async def send_with_cors(message: dict[str, Any]) -> None:
+        async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), *allow]
             await send(message)
@@ -159,7 +157,7 @@ class BrowserGuard:
         await self.app(scope, receive, send_with_cors)
 
 
-def browser_guard(app: App, server: ServerSettings, mode: str) -> App:
+def browser_guard(app: ASGIApp, server: ServerSettings, mode: str) -> ASGIApp:
     """``app`` behind the guard where it has work: open mode, or CORS origins configured."""
     if mode != "open" and not server.cors_origins:
         return app

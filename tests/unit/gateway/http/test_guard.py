@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from gateway.http.guard import BrowserGuard, browser_guard, host_name
 from gateway.settings import ServerSettings
@@ -13,7 +14,7 @@ from gateway.settings import ServerSettings
 Message = dict[str, Any]
 
 
-async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"served"})
 
