@@ -89,3 +89,10 @@ def test_visible_team() -> None:
         visible_team(team, "beta")
     assert visible_team({}, "beta") == "beta"  # open mode, no key: everything
     assert visible_team({"nometer.identity": ADMIN}, "beta") == "beta"
+
+
+def test_anthropic_clients_key_header() -> None:
+    from gateway.policy.auth import presented_key
+
+    assert presented_key([(b"x-api-key", b" nmk-1 ")]) == b"nmk-1"
+    assert presented_key([(b"x-api-key", b"nmk-1"), (b"authorization", b"Bearer nmk-2")]) == b"nmk-2"
