@@ -125,7 +125,9 @@ class BrowserGuard:
             return
         if self.open_mode and (refusal := self._refusal(scope)) is not None:
             rid = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
-            await send_error(send, refusal, rid.decode("latin-1") or new_id())
+            await send_error(
+                send, refusal, rid.decode("latin-1") or new_id(), errors.is_anthropic(scope["path"])
+            )
             return
         if self.cors:
             origin = next((v for k, v in scope["headers"] if k == b"origin"), None)

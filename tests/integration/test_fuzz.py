@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway import errors
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_process import GatewayProcess
 from tests.support.ports import HOST
@@ -62,15 +63,29 @@ class Rig:
         rid = f"fuzz-{next(_ids)}"
         seen = len(self.fake.requests)
         r = self.http.request(method, path, headers={**headers, "x-request-id": rid}, content=content)
-        self.check(r.status_code, r.headers.get("content-type", ""), r.content, rid, seen, method)
+        anthropic = errors.is_anthropic(r.request.url.path)
+        self.check(r.status_code, r.headers.get("content-type", ""), r.content, rid, seen, method, anthropic)
 
-    def check(self, status: int, ctype: str, body: bytes, rid: str, seen: int, method: str = "GET") -> None:
+    def check(
+        self,
+        status: int,
+        ctype: str,
+        body: bytes,
+        rid: str,
+        seen: int,
+        method: str = "GET",
+        anthropic: bool = False,
+    ) -> None:
         self.cases += 1
         assert status < 500, f"{status}: {body[:300]!r}"
         if status < 400 or method == "HEAD" or self.upstream_made(rid, seen):
             return
         assert ctype.startswith("application/json"), f"{status} {ctype}: {body[:200]!r}"
-        err = json.loads(body)["error"]
+        doc = json.loads(body)
+        if anthropic and doc.get("type") == "error":  # Anthropic's envelope on /v1/messages
+            assert set(doc["error"]) == {"type", "message"}, doc
+            return
+        err = doc["error"]  # OpenAI's everywhere else (and before routing, on any path)
         assert set(err) == {"message", "type", "param", "code"}, err
         assert isinstance(err["message"], str) and err["message"]
 
@@ -206,6 +221,8 @@ proxied_path = st.sampled_from(
         "/v1/completions",
         "/v1/embeddings",
         "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
         "/tokenize",
         "/v1/rerank",
         "/v1/audio/transcriptions",
