@@ -115,3 +115,30 @@ def test_no_unknown_pth_file_in_the_environment() -> None:
     site = Path(sysconfig.get_paths()["purelib"])
     unknown = sorted(p.name for p in site.glob("*.pth") if not KNOWN_PTH.match(p.name))
     assert unknown == [], f"a dependency installed startup code: {unknown} in {site}"
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """What the package imports is what pyproject asks for (a module present in a developer's venv
+    by chance, and missing from a fresh install, fails here rather than on a user's machine)."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    declared = {Requirement(t).name.lower().replace("_", "-") for reqs in project().values() for t in reqs}
+    dists = packages_distributions()
+    ours = {"gateway", "adapters", "pricing", "tests"}
+    missing: set[str] = set()
+    for pkg in ("gateway", "adapters", "pricing"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    # pynvml (nvidia-ml-py): the optional NVML energy meter, imported only when present
+                    if top in ours or top in sys.stdlib_module_names or top == "pynvml":
+                        continue
+                    found = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+                    if not found & declared:
+                        missing.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"
