@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one run command, on a fresh clone:   ./scripts/serve.sh [nometer serve flags]
 #
-#   1. .venv (python3 -m venv) with nometer installed (editable), pip's progress shown
+#   1. .venv (python3 -m venv): dependencies from requirements/serve.lock (hashes), nometer
+#      editable; pip's progress shown
 #   2. nometer serve --demo "$@": when no backend is configured (no --backend, no NOMETER_BACKENDS,
 #      none in --config / NOMETER_CONFIG) and there is no GPU, nometer installs the CPU build of
 #      vLLM and generates a tiny model, cached in $NOMETER_CACHE (default ~/.cache/nometer; 2.5 GB,
@@ -20,11 +21,14 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.nometer-run-deps
-hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+hash=$(cat pyproject.toml requirements/serve.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
-  echo "nometer: installing nometer and its dependencies into .venv ..." >&2
+  echo "nometer: installing nometer's locked dependencies into .venv ..." >&2
   started=$SECONDS
-  .venv/bin/python -m pip install --disable-pip-version-check -e . 2> >(grep -v 'is neither a file nor a directory' >&2)
+  # dependencies pinned with hashes (requirements/README.md), then nometer itself alone
+  .venv/bin/python -m pip install --disable-pip-version-check --require-hashes -r requirements/serve.lock \
+    2> >(grep -v 'is neither a file nor a directory' >&2)
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$hash" >"$stamp"
   echo "nometer: .venv ready in $((SECONDS - started))s" >&2
 fi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import keys, meter, runs, serve, usage
+from gateway.cli import audit, keys, meter, runs, serve, usage
 from gateway.cli.options import HelpFormatter
 
 
@@ -20,6 +20,7 @@ def parser() -> argparse.ArgumentParser:
     usage.register(sub)
     meter.register(sub)
     runs.register(sub)
+    audit.register(sub)
     keys.register(sub)
     return p
 

@@ -1,4 +1,5 @@
-"""``nometer report``, ``nometer verify`` and ``nometer prices``: the shadow meter from the shell."""
+"""``nometer report`` and ``nometer prices``: the shadow meter from the shell (``verify``,
+``statement`` and ``export`` are in ``gateway.cli.audit``)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,33 @@ from typing import Any
 
 import orjson
 
-from gateway.cli.options import add_ledger, command, ledger_target
+from gateway.cli.options import add_ledger, add_period, command, ledger_target
 from gateway.cli.usage import progress
+from gateway.ledger import integrity
 from gateway.ledger.period import parse_period
-from gateway.ledger.reader import open_reader
+from gateway.ledger.reader import Reader, open_reader
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
 from gateway.ledger.report_format import TABLE_WIDTH, to_csv, to_table
-from gateway.meter import receipts
 from gateway.meter.tables import price_dir
 from gateway.settings import Settings, load_settings
 from pricing.store import PriceStore
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_of(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None))
 
 
-def _prices(settings: Settings, db: str) -> PriceStore:
+def price_path(settings: Settings, db: str) -> Path:
+    """Where the pinned price tables of this ledger live."""
     local = settings.ledger.path if db.startswith(("postgresql://", "postgres://")) else db
-    return PriceStore(price_dir(settings.meter.price_dir, local))
+    return price_dir(settings.meter.price_dir, local)
 
 
-def _period(args: argparse.Namespace) -> tuple[float | None, float | None]:
+def _prices(settings: Settings, db: str) -> PriceStore:
+    return PriceStore(price_path(settings, db))
+
+
+def period(args: argparse.Namespace) -> tuple[float | None, float | None]:
     try:
         return parse_period(args.since, getattr(args, "start", None), getattr(args, "end", None), time.time())
     except ValueError as exc:
@@ -39,15 +45,16 @@ def _period(args: argparse.Namespace) -> tuple[float | None, float | None]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     reader = open_reader(ledger_target(args))
-    lo, hi = _period(args)
+    lo, hi = period(args)
     compare = tuple(m.strip() for m in (args.compare or "").split(",") if m.strip())
     q = ReportQuery(since=lo, until=hi, by=args.by, compare=compare, team=args.team)
     results = {}
     for name, (sql, params) in queries(q, reader.placeholder).items():
         progress(f"querying the ledger ({name})")
         results[name] = reader.fetch(sql, params)
+    proof = report_integrity(reader, q)
     reader.close()
     progress("")
     primary = compare[0] if compare else (settings.meter.references[0] if settings.meter.references else None)
@@ -55,6 +62,7 @@ def _report(args: argparse.Namespace) -> int:
     data = build(
         q, results, hardware_usd=hw, primary=primary, now=time.time(), order=settings.meter.references
     )
+    data["integrity"] = proof
     if args.format == "json":
         out = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
     elif args.format == "csv":
@@ -65,37 +73,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = ledger_target(args)
-    reader = open_reader(db)
-    prices = _prices(settings, db)
-    lo, hi = _period(args)
-    where, params = ReportQuery(since=lo, until=hi).where(reader.placeholder)
-    progress("reading the ledger")
-    events = reader.fetch(
-        f"SELECT * FROM usage_events e WHERE {where} AND e.price_table_id IS NOT NULL ORDER BY e.id", params
-    )
-    bad = 0
-    for i, ev in enumerate(events, 1):
-        shadows = reader.fetch(receipts.SHADOW_SQL.format(p=reader.param(1)), [ev["uid"]])
-        result = receipts.check(ev, shadows, prices)
-        if not result.ok:
-            bad += 1
-            print(f"MISMATCH {result.request_id}: {result.problem}")
-        if i % 200 == 0:
-            progress(f"verified {i}/{len(events)}")
-    reader.close()
-    progress("")
-    print(
-        f"{len(events) - bad} of {len(events)} receipts recomputed identically"
-        + (f"; {bad} MISMATCHED" if bad else "")
-    )
-    return 1 if bad else 0
+def report_integrity(reader: Reader, q: ReportQuery) -> dict[str, Any]:
+    """Chain heads, unchained rows and verify state of the report's period (gateway.ledger.integrity)."""
+    ph = reader.placeholder
+    results = {name: reader.fetch(sql, params) for name, (sql, params) in integrity.queries(q, ph).items()}
+    digests = {}
+    for chain_id, seq in integrity.heads_wanted(results):
+        rows = reader.fetch(integrity.digest_sql(ph), integrity.digest_params(ph, chain_id, seq))
+        digests[(chain_id, seq)] = rows[0]["chain_digest"] if rows else None
+    return integrity.summary(q, results, digests)
 
 
 def _prices_cmd(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     store = _prices(settings, ledger_target(args))
     if args.action == "update":
         if not args.source:
@@ -142,23 +132,10 @@ def litellm_prices() -> Path:
     return path
 
 
-def _period_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--since",
-        metavar="WHEN",
-        help="start: this long ago (7d, 24h, 30m) or a UTC date/time (2026-11-01, 2026-11-01T12:00) "
-        "(default: the whole ledger)",
-    )
-    p.add_argument(
-        "--from", dest="start", metavar="WHEN", help="start, as --since (default: the whole ledger)"
-    )
-    p.add_argument("--to", dest="end", metavar="WHEN", help="end, same forms as --since (default: now)")
-
-
 def register(sub: Any) -> None:
     r = command(sub, "report", "savings against cloud prices, per team/key/model/tag/day/backend")
     add_ledger(r)
-    _period_args(r)
+    add_period(r)
     r.add_argument("--by", choices=sorted(DIMENSIONS), help="one row per group (default: totals only)")
     r.add_argument(
         "--compare",
@@ -173,10 +150,6 @@ def register(sub: Any) -> None:
         help=f"table: every reference model's columns (by default the table fits {TABLE_WIDTH} columns)",
     )
     r.set_defaults(func=_report)
-    v = command(sub, "verify", "recompute every receipt in a period; non-zero exit on any mismatch")
-    add_ledger(v)
-    _period_args(v)
-    v.set_defaults(func=_verify)
     p = command(sub, "prices", "show or install price tables")
     p.add_argument(
         "action",

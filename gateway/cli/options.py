@@ -53,6 +53,20 @@ def add_ledger(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
 
 
+def add_period(parser: argparse.ArgumentParser) -> None:
+    """``--since`` / ``--from`` / ``--to`` (``gateway.ledger.period``)."""
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="start: this long ago (7d, 24h, 30m) or a UTC date/time (2026-11-01, 2026-11-01T12:00) "
+        "(default: the whole ledger)",
+    )
+    parser.add_argument(
+        "--from", dest="start", metavar="WHEN", help="start, as --since (default: the whole ledger)"
+    )
+    parser.add_argument("--to", dest="end", metavar="WHEN", help="end, same forms as --since (default: now)")
+
+
 def ledger_target(args: argparse.Namespace) -> str:
     """``--db``, else the configured ledger (``$NOMETER_DB``, the config file, the per-user default)."""
     if args.db:

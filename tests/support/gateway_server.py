@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from gateway.app import NometerApp, create_app
+from gateway.http.protocol import server_options
 from gateway.settings import Settings, load_settings
 from tests.support.ports import free_port
 
@@ -34,7 +35,7 @@ class GatewayServer:
             host="127.0.0.1",
             port=self.port,
             loop="asyncio",
-            http="httptools",
+            **server_options(settings.server),
             lifespan="on",
             access_log=False,
             log_config=None,

@@ -33,6 +33,13 @@ def test_systemd_unit_runs_the_cli() -> None:
     assert "ExecStart=/opt/nometer/bin/nometer serve" in unit and "KillSignal=SIGTERM" in unit
 
 
+def test_the_open_files_limit_is_raised_where_a_file_can_say_so() -> None:
+    unit = (DEPLOY / "systemd" / "nometer.service").read_text()
+    assert "LimitNOFILE=65536" in unit  # systemd's default soft limit is 1024
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    assert compose["services"]["nometer"]["ulimits"]["nofile"] == {"soft": 65536, "hard": 65536}
+
+
 def _fake_wheel(folder: Path, version: str) -> None:
     """A wheel named like PyTorch's CPU build, with just enough metadata for pip to resolve it."""
     import zipfile
