@@ -216,7 +216,6 @@ def _notes(data: dict[str, Any], refs: list[str], shown: list[str], est: dict[st
             + ", ".join(f"{c} {_money(v['usd'])} ({v['requests']} req)" for c, v in causes.items())
         )
     out += proof_lines(data.get("integrity"))
-    out += proof_lines(data.get("integrity"))
     pb = data["payback"]
     if pb["days_to_payback"] is not None:
         out.append(

@@ -100,3 +100,23 @@ def test_long_group_names_are_clipped_to_fit() -> None:
 def test_totals_only_report_fits_too() -> None:
     table = to_table(report({"all": 5}, by=None))
     assert widest(table) <= TABLE_WIDTH and table.splitlines()[2].startswith("total")
+
+
+def test_the_proof_state_is_said_once_and_wrapped_to_fit() -> None:
+    data = report({"a": 1})
+    data["integrity"] = {
+        "verify_state": "unverified",
+        "last_verification": None,
+        "chain_heads": [
+            {
+                "chain_id": f"20261201T120718Z-acd7c405dd4{i}",
+                "head_seq": 4,
+                "head_digest": "ea246bcd7ca86a41" * 4,
+            }
+            for i in range(3)
+        ],
+        "unchained": {"requests": 0, "cost_rows": 0, "local_cost_usd": "0", "savings_usd": {}},
+    }
+    table = to_table(data)
+    assert table.count("ledger proof: not verified") == 1 and widest(table) <= TABLE_WIDTH
+    assert to_table(data, width=None).count("ledger proof:") == 1
