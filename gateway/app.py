@@ -61,8 +61,10 @@ def hosted_path(budgets: Budgets, table: PriceTable) -> HostedService:
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    log_dir = Path(settings.ledger.path).resolve().parent / "logs"
+    managed = [ManagedServer(m, log_dir) for m in settings.managed]
     backends = build_backends(
-        settings.backends, settings.managed, settings.timeouts, settings.routing.max_connections_per_backend
+        settings.backends, managed, settings.timeouts, settings.routing.max_connections_per_backend
     )
     router = Router(backends, settings.aliases)
     pool = BackendPool(router, settings.timeouts, settings.routing)
@@ -81,6 +83,7 @@ def build_runtime(settings: Settings) -> Runtime:
                 meter.table.id,
                 settings.server.log_level,
                 settings.server.access_log,
+                settings.server.log_format,
             )
         )
     recorder = Recorder(
@@ -94,8 +97,6 @@ def build_runtime(settings: Settings) -> Runtime:
     proxy = Proxy(
         router, pool, governance.gate, recorder.record, settings.routing, settings.server.max_body_bytes
     )
-    log_dir = Path(settings.ledger.path).resolve().parent / "logs"
-    managed = [ManagedServer(m, log_dir) for m in settings.managed]
     metrics = Metrics(
         lambda: {
             "inflight": proxy.inflight,
@@ -196,6 +197,36 @@ def _on_sighup(gov: Governance) -> None:
         pass  # not the main thread (tests), or no SIGHUP (Windows): the admin API still reloads
 
 
+async def _announce_ready(rt: Runtime) -> None:
+    """Log "ready" when a backend can serve, not when the socket opens: a managed vLLM takes
+    minutes to load, and until then every model request gets 503."""
+    server = rt.settings.server
+    where = f"http://{server.host}:{server.port}/v1"
+    backends = rt.router.backends
+    if not backends:
+        log.warning(
+            "nometer on %s has no backend: every model request gets 503. Give --backend URL, "
+            "list backends in the config, or run the CPU demo with --demo",
+            where,
+        )
+        return
+    if not rt.pool.serving.is_set():
+        log.info(
+            "nometer listening on %s; not ready until a backend is healthy: %s",
+            where,
+            "; ".join(f"{b.name}: {b.last_error or 'not checked yet'}" for b in backends),
+        )
+    await rt.pool.serving.wait()
+    models = sorted({m for b in backends if b.healthy for m in b.models})
+    aliases = sorted(f"{a} -> {t}" for a, t in rt.router.aliases.items() if t in models)
+    log.info(
+        "nometer ready on %s (the OpenAI base_url); models: %s%s",
+        where,
+        ", ".join(models) or "none yet",
+        f"; aliases: {', '.join(aliases)}" if aliases else "",
+    )
+
+
 def create_app(settings: Settings) -> NometerApp:
     rt = build_runtime(settings)
 
@@ -218,15 +249,11 @@ def create_app(settings: Settings) -> NometerApp:
         if settings.meter.box.nvml and local and (reader := nvml_reader()) is not None:
             sampler = EnergySampler(local, reader)
             sampler.start()
-        log.info(
-            "nometer ready on %s:%d; backends: %s",
-            settings.server.host,
-            settings.server.port,
-            ", ".join(f"{b.name}({'up' if b.healthy else 'down'})" for b in rt.router.backends) or "none",
-        )
+        announce = asyncio.create_task(_announce_ready(rt), name="nometer-ready")
         try:
             yield
         finally:
+            announce.cancel()
             if sampler is not None:
                 await sampler.stop()
             await rt.pool.stop()

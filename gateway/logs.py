@@ -1,4 +1,9 @@
-"""Structured JSON logs (one object per line), carrying the request id where there is one.
+"""Logs: JSON lines (one object per line) for files, pipes and collectors; readable lines on a TTY.
+
+``setup(level, fmt)``: ``fmt`` is ``json``, ``text`` or ``auto`` (the default: ``text`` when stderr
+is a terminal, else ``json``), so a person watching ``nometer serve`` reads sentences while a log
+shipper still gets one JSON object per line. Both carry the same fields; uvicorn's ANSI-coloured
+duplicate of each message (``color_message``) is dropped from both.
 
 Request-scoped code names its request with ``extra={"request_id": rid}``; code that cannot
 (a library, a helper deep down) is covered by ``REQUEST_ID``: whoever handles a request sets it
@@ -13,11 +18,18 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal, TextIO
 
 import orjson
 
-_STD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
+# record attributes that are not extras: uvicorn adds `color_message` (the message again, with ANSI
+# colours) and litellm, once imported, stamps every record with `litellm_redacted` (a marker object)
+_STD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
+    "message",
+    "asctime",
+    "color_message",
+    "litellm_redacted",
+}
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("nometer_request_id", default=None)
 ACCESS = logging.getLogger("nometer.access")
@@ -64,6 +76,29 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class ConsoleFormatter(logging.Formatter):
+    """``12:04:31 info  nometer: ready on ...  request_id=r-1`` for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{clock} {record.levelname.lower():<7} {record.name}: {record.getMessage()}"
+        extras = [f"{k}={v}" for k, v in vars(record).items() if k not in _STD]
+        if extras:
+            line += "  " + " ".join(extras)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+LogFormat = Literal["auto", "json", "text"]
+
+
+def formatter(fmt: LogFormat, stream: TextIO) -> logging.Formatter:
+    """The formatter ``setup`` installs for ``fmt``: ``auto`` is text on a terminal, JSON elsewhere."""
+    tty = fmt == "auto" and hasattr(stream, "isatty") and stream.isatty()
+    return ConsoleFormatter() if fmt == "text" or tty else JSONFormatter()
+
+
 class RequestIdFilter(logging.Filter):
     """Adds the current request's id (``REQUEST_ID``) to records that do not name one."""
 
@@ -75,9 +110,9 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def setup(level: str = "info") -> None:
+def setup(level: str = "info", fmt: LogFormat = "auto") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter())
+    handler.setFormatter(formatter(fmt, sys.stderr))
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

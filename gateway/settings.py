@@ -4,8 +4,9 @@ Secrets are never inline: a backend names the env var that holds its key (``api_
 Each component receives only its own sub-config (``settings.ledger`` for the recorder, ...).
 
 Env overrides: ``NOMETER_CONFIG`` (YAML path), shortcuts ``NOMETER_HOST``, ``NOMETER_PORT``,
-``NOMETER_DB``, ``NOMETER_BACKENDS`` (comma-separated URLs), and any nested key as
-``NOMETER_<SECTION>__<KEY>`` (value parsed as YAML), e.g. ``NOMETER_LEDGER__FLUSH_INTERVAL_MS=50``.
+``NOMETER_DB`` (the ledger, as ``--db``: a SQLite file or a ``postgresql://`` URL; default
+``$XDG_DATA_HOME/nometer/ledger.db``), ``NOMETER_BACKENDS`` (comma-separated URLs), and any nested
+key as ``NOMETER_<SECTION>__<KEY>`` (value parsed as YAML), e.g. ``NOMETER_LEDGER__FLUSH_INTERVAL_MS=50``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,26 @@ DEFAULT_PORT = 7878  # vLLM uses 8000 and the LiteLLM proxy 4000
 DEFAULT_CACHE = Path(os.environ.get("NOMETER_CACHE", Path.home() / ".cache" / "nometer"))
 
 
+def data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where nometer keeps its data by default: ``$XDG_DATA_HOME/nometer``, else
+    ``~/.local/share/nometer`` (the XDG base directory rule: a relative XDG_DATA_HOME is ignored).
+    One per-user place, so the CLI finds the gateway's ledger from any directory."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "nometer"
+
+
+def ledger_override(db: str) -> dict[str, str]:
+    """The ``ledger`` settings that ``--db`` / ``$NOMETER_DB`` name: a PostgreSQL URL or a SQLite file."""
+    return {"url": db} if db.startswith(("postgresql://", "postgres://")) else {"path": db}
+
+
+def default_ledger_path() -> str:
+    """The SQLite ledger when neither ``ledger.path``, ``$NOMETER_DB`` nor ``--db`` names one."""
+    return str(data_dir() / "ledger.db")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -32,6 +53,8 @@ class ServerSettings(_Frozen):
     port: int = DEFAULT_PORT
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "info"
+    # json: one JSON object per line; text: readable lines; auto: text on a terminal, else json
+    log_format: Literal["auto", "json", "text"] = "auto"
     access_log: bool = False  # one JSON line per request, written by the recorder (off the hot path)
     # -- what one connection may cost before it is refused (gateway.http.protocol) --
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)  # request line + headers; more: 431
@@ -93,7 +116,8 @@ class RoutingSettings(_Frozen):
 
 
 class LedgerSettings(_Frozen):
-    path: str = "nometer.db"  # SQLite file (the embedded default)
+    # SQLite file (the embedded default); its directory also holds prices/ and the managed logs/
+    path: str = Field(default_factory=default_ledger_path)
     url: str | None = None  # postgresql://... when several replicas share one ledger
     queue_max: int = 10_000
     flush_interval_ms: int = 100
@@ -229,7 +253,7 @@ class Settings(_Frozen):
     managed: tuple[ManagedSettings, ...] = ()
     aliases: dict[str, str] = Field(default_factory=dict)
     routing: RoutingSettings = RoutingSettings()
-    ledger: LedgerSettings = LedgerSettings()
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)  # its default path reads the env
     meter: MeterSettings = MeterSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
@@ -255,11 +279,12 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     shortcuts = {
         "NOMETER_HOST": ("server", "host"),
         "NOMETER_PORT": ("server", "port"),
-        "NOMETER_DB": ("ledger", "path"),
     }
     for var, (section, key) in shortcuts.items():
         if var in env:
             layer.setdefault(section, {})[key] = env[var]
+    if env.get("NOMETER_DB"):
+        layer["ledger"] = ledger_override(env["NOMETER_DB"])
     if env.get("NOMETER_BACKENDS"):
         layer["backends"] = [{"url": u.strip()} for u in env["NOMETER_BACKENDS"].split(",") if u.strip()]
     for var, raw in env.items():

@@ -10,7 +10,7 @@
 #   2c. the Node clients (OpenAI Node SDK, Codex CLI, Claude Code) from tests/clients/node's
 #       package-lock.json (`npm ci`, only when the lock changed; each CLI's binary is inside its package)
 #   3. the CPU vLLM venv and tiny model, cached in $NOMETER_CACHE (default ~/.cache/nometer):
-#      about 2 min and 2.5 GB the first time, nothing after
+#      6-11 min and 2.5 GB the first time (deploy/vllm-cpu/README.md), nothing after
 #   4. python -m pytest "$@"; its exit status is ours (5, "no tests collected", is an error too)
 #
 # NOMETER_SKIP_CHECKS=1 skips step 1b (quick local reruns only; refused in CI).

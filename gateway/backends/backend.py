@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.base import Upstream
@@ -20,6 +21,9 @@ class Backend:
     outstanding: int = 0
     last_error: str | None = None
     managed: bool = False
+    # A managed backend's proof that its own process answers: None = fine, else why not (see
+    # ManagedServer.check_owner); checked before every health probe until it passes.
+    guard: Callable[[], str | None] | None = None
     local: bool = False  # on this box (managed or loopback): its GPUs' energy is measurable
     # Load reported by vLLM's /metrics (polled with health when an overload threshold is set).
     waiting: float | None = None  # vllm:num_requests_waiting

@@ -16,15 +16,16 @@ from urllib.parse import urlsplit
 from adapters.base import UpstreamError
 from adapters.openai_compat import CompatConfig, OpenAICompatUpstream
 from gateway.backends.backend import Backend
+from gateway.backends.managed import ManagedServer
 from gateway.backends.routing import Router
-from gateway.settings import BackendSettings, ManagedSettings, RoutingSettings, UpstreamTimeouts
+from gateway.settings import BackendSettings, RoutingSettings, UpstreamTimeouts
 
 log = logging.getLogger("nometer.backends")
 
 
 def build_backends(
     backends: Sequence[BackendSettings],
-    managed: Sequence[ManagedSettings],
+    managed: Sequence[ManagedServer],
     t: UpstreamTimeouts,
     pool: int = 1024,  # connections per upstream (routing.max_connections_per_backend)
 ) -> list[Backend]:
@@ -47,7 +48,7 @@ def build_backends(
         up = OpenAICompatUpstream(
             CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s, pool)
         )
-        out.append(Backend(name=name, upstream=up, managed=True, local=True))
+        out.append(Backend(name=name, upstream=up, managed=True, local=True, guard=m.check_owner))
     return out
 
 
@@ -58,11 +59,14 @@ class BackendPool:
         self._interval = routing.health_interval_s
         self._refresh_every = max(1, round(routing.models_refresh_s / max(self._interval, 0.1)))
         self._task: asyncio.Task[None] | None = None
+        self.serving = asyncio.Event()  # set once any backend has been healthy: the gateway can serve
         self.poll_metrics = False  # read vLLM's load from /metrics (set when an overload rule needs it)
 
     async def refresh(self, backend: Backend, *, discover: bool = True) -> None:
         up = backend.upstream
         try:
+            if backend.guard is not None and (problem := backend.guard()) is not None:
+                raise UpstreamError(problem)
             status = await up.probe("/health", self._health_s)
             if status == 404:  # not vLLM: a working model list is health enough
                 await up.get_json("/v1/models", self._health_s)
@@ -84,6 +88,7 @@ class BackendPool:
             if not backend.healthy:
                 log.info("backend %s healthy, models: %s", backend.name, sorted(backend.models))
             backend.healthy, backend.last_error = True, None
+            self.serving.set()
             if self.poll_metrics:
                 await self._read_load(backend)
         except (UpstreamError, ValueError, KeyError, TypeError) as exc:

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from gateway.cli.meter import period, price_path, settings_of
-from gateway.cli.usage import ledger_arg, progress
+from gateway.cli.options import add_ledger, add_period, command, ledger_target
+from gateway.cli.usage import progress
 from gateway.ledger import focus, signing
 from gateway.ledger.chain import Finding
 from gateway.ledger.reader import open_reader
@@ -66,7 +67,7 @@ def _load_statement(args: argparse.Namespace) -> tuple[dict[str, Any], list[Find
 
 def _verify(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    db = ledger_arg(args)
+    db = ledger_target(args)
     quiet = args.format == "json"
     doc: dict[str, Any] | None = None
     extra: list[Finding] = []
@@ -112,7 +113,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _statement(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    db = ledger_arg(args)
+    db = ledger_target(args)
     try:
         lo, hi = statement.month_period(args.month)
     except ValueError as exc:
@@ -170,7 +171,7 @@ def _export(args: argparse.Namespace) -> int:
             raise SystemExit(f"nometer: {exc}") from None
     else:
         lo, hi = period(args)
-    reader = open_reader(ledger_arg(args))
+    reader = open_reader(ledger_target(args))
     q = ReportQuery(since=lo, until=hi)
     progress("reading the ledger")
     results = {name: reader.fetch(sql, p) for name, (sql, p) in focus.queries(q, reader.placeholder).items()}
@@ -187,36 +188,44 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _period_args(p: Any) -> None:
-    p.add_argument("--db", help="SQLite path or postgresql:// URL (default: the configured ledger)")
-    p.add_argument("--config")
-    p.add_argument("--since", help="e.g. 30d, 2026-11-01")
-    p.add_argument("--from", dest="start")
-    p.add_argument("--to", dest="end")
+    add_ledger(p)
+    add_period(p)
 
 
 def register(sub: Any) -> None:
-    v = sub.add_parser(
+    v = command(
+        sub,
         "verify",
-        help="walk the hash chains, recompute receipts, check price files (and a statement); exit 1 on findings",
+        "walk the hash chains, recompute receipts, check price files (and a statement); exit 1 on findings",
     )
     _period_args(v)
-    v.add_argument("--statement", help="a signed statement to check against the ledger (its period is used)")
-    v.add_argument("--public-key", help="the gateway's public key (PEM, or base64 of the raw 32 bytes)")
-    v.add_argument("--format", choices=("text", "json"), default="text")
+    v.add_argument(
+        "--statement",
+        metavar="FILE",
+        help="a signed statement to check against the ledger, over its own period (default: none)",
+    )
+    v.add_argument(
+        "--public-key",
+        metavar="KEY",
+        help="the gateway's public key, PEM or base64 of the raw 32 bytes (required with --statement)",
+    )
+    v.add_argument("--format", choices=("text", "json"), default="text", help="text for people, or JSON")
     v.add_argument("--no-record", action="store_true", help="do not keep the result in the ledger")
     v.set_defaults(func=_verify)
-    s = sub.add_parser("statement", help="sign a month's totals and chain heads (the month must verify)")
-    s.add_argument("--month", required=True, help="YYYY-MM, UTC")
-    s.add_argument("--out", help="file to write (default: stdout)")
-    s.add_argument("--key", help="the private signing key (default: ledger.signing_key)")
-    s.add_argument("--db")
-    s.add_argument("--config")
+    s = command(sub, "statement", "sign a month's totals and chain heads (the month must verify)")
+    s.add_argument("--month", required=True, help="YYYY-MM, UTC (required)")
+    s.add_argument("--out", metavar="FILE", help="file to write (default: stdout)")
+    s.add_argument("--key", metavar="FILE", help="the private signing key (default: ledger.signing_key)")
+    add_ledger(s)
     s.set_defaults(func=_statement)
-    e = sub.add_parser("export", help="the ledger as FinOps FOCUS 1.2 cost rows (CSV)")
-    e.add_argument("--format", choices=("focus",), required=True)
+    e = command(sub, "export", "the ledger as FinOps FOCUS 1.2 cost rows (CSV)")
+    e.add_argument("--format", choices=("focus",), required=True, help="focus: FOCUS 1.2 CSV (required)")
     _period_args(e)
-    e.add_argument("--month", help="YYYY-MM, UTC")
-    e.add_argument("--reference", help="reference model of the x_CloudEquivalentCost/x_Savings columns")
-    e.add_argument("--account", default="nometer", help="BillingAccountId (default: nometer)")
-    e.add_argument("--out", help="file to write (default: stdout)")
+    e.add_argument("--month", help="YYYY-MM, UTC, instead of --since/--from/--to (default: none)")
+    e.add_argument(
+        "--reference",
+        help="reference model of the x_CloudEquivalentCost/x_Savings columns (default: the first recorded)",
+    )
+    e.add_argument("--account", default="nometer", help="BillingAccountId")
+    e.add_argument("--out", metavar="FILE", help="file to write (default: stdout)")
     e.set_defaults(func=_export)

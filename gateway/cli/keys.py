@@ -7,30 +7,19 @@ Works whether or not the gateway runs: a running gateway notices changes within
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
 
 import orjson
 
+from gateway.cli.options import add_ledger, command, ledger_target
 from gateway.ledger.keystore import KeyNotFound, KeyRecord, KeyStore, open_key_store
 
 
-def _db(args: argparse.Namespace) -> str:
-    if args.db:
-        return str(args.db)
-    if args.config:
-        from gateway.settings import load_settings
-
-        ledger = load_settings(args.config).ledger
-        return ledger.url or ledger.path
-    return os.environ.get("NOMETER_DB", "nometer.db")
-
-
 def _store(args: argparse.Namespace) -> KeyStore:
-    """--db is a SQLite path or a postgresql:// URL (the ledger holding the key table)."""
-    db = _db(args)
+    """The key table lives in the ledger (a SQLite file or PostgreSQL)."""
+    db = ledger_target(args)
     return open_key_store(db, db) if db.startswith(("postgresql://", "postgres://")) else KeyStore(db)
 
 
@@ -112,29 +101,36 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    k = sub.add_parser("keys", help="manage API keys (teams)")
-    ksub = k.add_subparsers(dest="keys_cmd", required=True)
+    k = command(sub, "keys", "manage API keys (teams)")
+    ksub = k.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", help="ledger SQLite file (default: $NOMETER_DB or nometer.db)")
-        p.add_argument("--config", help="read the ledger path from this config file")
-        p.add_argument("--format", choices=("text", "json"), default="text")
+        add_ledger(p)
+        p.add_argument(
+            "--format", choices=("text", "json"), default="text", help="text for people, or one JSON object"
+        )
 
-    c = ksub.add_parser("create", help="create a key for a team; prints it once")
-    c.add_argument("--team", required=True)
+    c = command(ksub, "create", "create a key for a team; prints it once")
+    c.add_argument("--team", required=True, help="the team the key belongs to (required)")
     c.add_argument("--name", help="a label for the key (default: default)")
     common(c)
     c.set_defaults(func=_create)
-    ls = ksub.add_parser("list", help="list keys (never the keys themselves)")
-    ls.add_argument("--team")
+    ls = command(ksub, "list", "list keys (never the keys themselves)")
+    ls.add_argument("--team", help="only this team's keys (default: every team)")
     common(ls)
     ls.set_defaults(func=_list)
-    d = ksub.add_parser("disable", help="disable a key; a running gateway refuses it within a second")
-    d.add_argument("key_id")
+    d = command(ksub, "disable", "disable a key; a running gateway refuses it within a second")
+    d.add_argument("key_id", help="the key's id, as `keys list` shows it")
     common(d)
     d.set_defaults(func=_disable)
-    r = ksub.add_parser("rotate", help="replace a key with a new one (same team and name)")
-    r.add_argument("key_id")
-    r.add_argument("--grace-s", type=float, default=0.0, help="keep the old key working this long")
+    r = command(ksub, "rotate", "replace a key with a new one (same team and name)")
+    r.add_argument("key_id", help="the key's id, as `keys list` shows it")
+    r.add_argument(
+        "--grace-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds the old key keeps working; 0 stops it at once",
+    )
     common(r)
     r.set_defaults(func=_rotate)

@@ -11,12 +11,13 @@ from typing import Any
 
 import orjson
 
-from gateway.cli.usage import ledger_arg, progress
+from gateway.cli.options import add_ledger, add_period, command, ledger_target
+from gateway.cli.usage import progress
 from gateway.ledger import integrity
 from gateway.ledger.period import parse_period
 from gateway.ledger.reader import Reader, open_reader
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
-from gateway.ledger.report_format import to_csv, to_table
+from gateway.ledger.report_format import TABLE_WIDTH, to_csv, to_table
 from gateway.meter.tables import price_dir
 from gateway.settings import Settings, load_settings
 from pricing.store import PriceStore
@@ -45,7 +46,7 @@ def period(args: argparse.Namespace) -> tuple[float | None, float | None]:
 
 def _report(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    reader = open_reader(ledger_arg(args))
+    reader = open_reader(ledger_target(args))
     lo, hi = period(args)
     compare = tuple(m.strip() for m in (args.compare or "").split(",") if m.strip())
     q = ReportQuery(since=lo, until=hi, by=args.by, compare=compare, team=args.team)
@@ -62,11 +63,12 @@ def _report(args: argparse.Namespace) -> int:
         q, results, hardware_usd=hw, primary=primary, now=time.time(), order=settings.meter.references
     )
     data["integrity"] = proof
-    out = {
-        "json": lambda d: orjson.dumps(d, option=orjson.OPT_INDENT_2).decode() + "\n",
-        "csv": to_csv,
-        "table": to_table,
-    }[args.format](data)
+    if args.format == "json":
+        out = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
+    elif args.format == "csv":
+        out = to_csv(data)
+    else:
+        out = to_table(data, width=None if args.wide else TABLE_WIDTH)
     sys.stdout.write(out)
     return 0
 
@@ -84,16 +86,17 @@ def report_integrity(reader: Reader, q: ReportQuery) -> dict[str, Any]:
 
 def _prices_cmd(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    store = _prices(settings, ledger_arg(args))
+    store = _prices(settings, ledger_target(args))
     if args.action == "update":
         if not args.source:
-            raise SystemExit("nometer: prices update needs --from FILE")
+            raise SystemExit(f"nometer: prices update needs --from FILE or --from litellm ({PRICES_HELP})")
         from pricing.tables import PriceTableError
 
+        source = litellm_prices() if args.source == "litellm" else Path(args.source)
         try:
-            table_id = store.install(Path(args.source))
+            table_id = store.install(source)
         except (OSError, PriceTableError, ValueError) as exc:
-            raise SystemExit(f"nometer: cannot install {args.source}: {exc}") from None
+            raise SystemExit(f"nometer: cannot install {source}: {exc}") from None
         print(
             f"installed price table {table_id} into {store.directory}; new requests use it after a restart "
             "(old receipts keep their own table)"
@@ -106,21 +109,57 @@ def _prices_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+PRICES_HELP = (
+    "litellm's model_prices_and_context_window.json: the file at the root of "
+    "https://github.com/BerriAI/litellm, or `litellm` for the copy inside the installed litellm package"
+)
+LITELLM_PRICES = "model_prices_and_context_window_backup.json"  # litellm ships its price map under this name
+
+
+def litellm_prices() -> Path:
+    """The price map inside the installed litellm package (found without importing litellm)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or spec.origin is None:
+        raise SystemExit(
+            "nometer: --from litellm needs litellm installed here (pip install litellm), or give the "
+            "file: --from model_prices_and_context_window.json (from https://github.com/BerriAI/litellm)"
+        )
+    path = Path(spec.origin).parent / LITELLM_PRICES
+    if not path.is_file():
+        raise SystemExit(f"nometer: this litellm has no {LITELLM_PRICES} ({path.parent}); give --from FILE")
+    return path
+
+
 def register(sub: Any) -> None:
-    r = sub.add_parser("report", help="savings against cloud prices, per team/key/model/tag/day/backend")
-    r.add_argument("--db")
-    r.add_argument("--config")
-    r.add_argument("--since", help="e.g. 7d, 24h, 2026-11-01")
-    r.add_argument("--from", dest="start")
-    r.add_argument("--to", dest="end")
-    r.add_argument("--by", choices=sorted(DIMENSIONS))
-    r.add_argument("--compare", help="reference cloud models, comma-separated (default: all recorded)")
-    r.add_argument("--team")
-    r.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    r = command(sub, "report", "savings against cloud prices, per team/key/model/tag/day/backend")
+    add_ledger(r)
+    add_period(r)
+    r.add_argument("--by", choices=sorted(DIMENSIONS), help="one row per group (default: totals only)")
+    r.add_argument(
+        "--compare",
+        metavar="MODELS",
+        help="reference cloud models, comma-separated; the first is the headline (default: all recorded)",
+    )
+    r.add_argument("--team", help="only this team's requests (default: every team)")
+    r.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    r.add_argument(
+        "--wide",
+        action="store_true",
+        help=f"table: every reference model's columns (by default the table fits {TABLE_WIDTH} columns)",
+    )
     r.set_defaults(func=_report)
-    p = sub.add_parser("prices", help="show or install price tables")
-    p.add_argument("action", choices=("show", "update"), nargs="?", default="show")
-    p.add_argument("--from", dest="source", help="a litellm model_prices_and_context_window.json")
-    p.add_argument("--db")
-    p.add_argument("--config")
+    p = command(sub, "prices", "show or install price tables")
+    p.add_argument(
+        "action",
+        choices=("show", "update"),
+        nargs="?",
+        default="show",
+        help="show the tables, or install one",
+    )
+    p.add_argument(
+        "--from", dest="source", metavar="FILE|litellm", help=f"required for update: {PRICES_HELP}"
+    )
+    add_ledger(p)
     p.set_defaults(func=_prices_cmd)

@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from gateway.cli.usage import ledger_arg, progress
+from gateway.cli.options import add_ledger, command, ledger_target
+from gateway.cli.usage import progress
 from gateway.ledger import runs
 from gateway.ledger.period import parse_period
 from gateway.ledger.reader import open_reader
@@ -22,7 +23,7 @@ def _runs(args: argparse.Namespace) -> int:
         since, _ = parse_period(args.since, None, None, time.time())
     except ValueError as exc:
         raise SystemExit(f"nometer: {exc}") from None
-    reader = open_reader(ledger_arg(args))
+    reader = open_reader(ledger_target(args))
     progress("reading the ledger")
     (events_sql, shadows_sql), params = runs.queries(
         reader.placeholder, run_id=args.run, since=since, team=args.team
@@ -63,12 +64,13 @@ def _row(run: dict[str, Any]) -> list[str]:
 
 
 def register(sub: Any) -> None:
-    r = sub.add_parser("runs", help="agent runs (X-Nometer-Run): requests, failures, local cost, cloud cost")
+    r = command(sub, "runs", "agent runs (X-Nometer-Run): requests, failures, local cost, cloud cost")
     r.add_argument("run", nargs="?", help="one run id (default: every run)")
-    r.add_argument("--since", help="e.g. 24h, 7d (default: all time)")
-    r.add_argument("--team", help="only this team's requests")
-    r.add_argument("--db", help="SQLite path or postgresql:// URL (default: the configured ledger)")
-    r.add_argument("--config")
-    r.add_argument("--format", choices=("table", "json"), default="table")
-    r.add_argument("--limit", type=int, default=50)
+    r.add_argument("--since", metavar="WHEN", help="e.g. 24h, 7d, 2026-11-01 (default: all time)")
+    r.add_argument("--team", help="only this team's requests (default: every team)")
+    add_ledger(r)
+    r.add_argument(
+        "--format", choices=("table", "json"), default="table", help="table, or one JSON object per line"
+    )
+    r.add_argument("--limit", type=int, default=50, help="how many of the most recent runs")
     r.set_defaults(func=_runs)

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from gateway.cli.options import add_ledger, command, ledger_target
 from gateway.ledger.reader import open_reader
 
 _TABLE_COLS = (
@@ -27,18 +28,8 @@ _TABLE_COLS = (
 )
 
 
-def ledger_arg(args: argparse.Namespace) -> str:
-    """--db (a SQLite path or a postgresql:// URL), else the configured ledger."""
-    if args.db:
-        return str(args.db)
-    from gateway.settings import load_settings
-
-    ledger = load_settings(getattr(args, "config", None)).ledger
-    return ledger.url or ledger.path
-
-
 def _usage(args: argparse.Namespace) -> int:
-    reader = open_reader(ledger_arg(args))
+    reader = open_reader(ledger_target(args))
     progress("reading the ledger")
     rows = reader.fetch(f"SELECT * FROM usage_events ORDER BY id DESC LIMIT {reader.param(1)}", [args.limit])[
         ::-1
@@ -90,9 +81,10 @@ def _print_table(rows: list[dict[str, Any]], cols: tuple[str, ...], out: Any) ->
 
 
 def register(sub: Any) -> None:
-    u = sub.add_parser("usage", help="list recent usage events and totals")
-    u.add_argument("--db", help="SQLite path or postgresql:// URL (default: the configured ledger)")
-    u.add_argument("--config")
-    u.add_argument("--format", choices=("table", "json"), default="table")
-    u.add_argument("--limit", type=int, default=50)
+    u = command(sub, "usage", "list recent usage events and totals")
+    add_ledger(u)
+    u.add_argument(
+        "--format", choices=("table", "json"), default="table", help="table, or one JSON object per line"
+    )
+    u.add_argument("--limit", type=int, default=50, help="how many of the most recent events")
     u.set_defaults(func=_usage)

@@ -12,6 +12,8 @@ def _money(v: str | None) -> str:
     if v is None:
         return "unpriced"
     d = Decimal(v)
+    if d == 0:
+        return "$0.00"
     q = (
         Decimal("0.01")
         if abs(d) >= 1
@@ -77,52 +79,137 @@ def to_csv(data: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def to_table(data: dict[str, Any]) -> str:
-    refs = data["references"]
-    head = ["group" if data["by"] else "", "requests", "local tokens (in/out)", "local cost"]
-    for m in refs:
-        est = "~" if data["totals"]["cloud_tokens"].get(m, {}).get("estimated") else ""
-        head += [f"{est}{m} cost", f"savings vs {m}"]
-    head.append("hosted")
-    lines = []
-    for g in _rows(data):
-        cells = [
+TABLE_WIDTH = 100  # `nometer report` fits a 100-column terminal unless --wide
+
+
+def _count(n: int, exact: bool) -> str:
+    """Token counts: exact with --wide; otherwise 3 significant digits from 10,000 (12.3k, 1.48B)."""
+    if exact or abs(n) < 10_000:
+        return f"{n:,}"
+    for unit, size in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
+        if abs(n) >= size:
+            v = n / size
+            return f"{v:.3g}{unit}" if v < 1000 else f"{v:,.0f}{unit}"
+    return f"{n:,}"  # not reached
+
+
+def _ordered_refs(data: dict[str, Any]) -> list[str]:
+    """The headline reference (the payback's) first, then the others in report order."""
+    refs: list[str] = list(data["references"])
+    head = data["payback"]["reference"]
+    return [head, *(m for m in refs if m != head)] if head in refs else refs
+
+
+def _ref_cells(g: dict[str, Any], m: str) -> list[str]:
+    unpriced = g["unpriced_requests"].get(m, 0)
+    cost = _money(g["cloud_cost_usd"].get(m)) + (f" (+{unpriced} unpriced)" if unpriced else "")
+    return [cost, _money(g["savings_usd"].get(m))]
+
+
+def _fit(head: list[str], rows: list[list[str]]) -> list[int]:
+    return [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 1)] + "\u2026"
+
+
+def to_table(data: dict[str, Any], width: int | None = TABLE_WIDTH) -> str:
+    """The report for a terminal. With ``width`` (default 100 columns) the table shows as many
+    reference models as fit, the headline one always, and lists the others' totals below it;
+    ``width=None`` (``--wide``) shows every reference's columns and wraps nothing."""
+    refs = _ordered_refs(data)
+    est = {m: bool(data["totals"]["cloud_tokens"].get(m, {}).get("estimated")) for m in refs}
+    groups = _rows(data)
+    base_head = ["group" if data["by"] else "", "requests", "tokens in/out", "local cost"]
+    base = [
+        [
             str(g["key"] if g["key"] is not None else "(none)"),
-            str(g["requests"]),
-            f"{g['local_tokens']['prompt']:,}/{g['local_tokens']['completion']:,}",
+            f"{g['requests']:,}",
+            f"{_count(g['local_tokens']['prompt'], width is None)}/"
+            f"{_count(g['local_tokens']['completion'], width is None)}",
             _money(g["local_cost_usd"]["total"]),
         ]
-        for m in refs:
-            unpriced = g["unpriced_requests"].get(m, 0)
-            cost = g["cloud_cost_usd"].get(m)
-            cells += [
-                _money(cost) + (f" (+{unpriced} unpriced)" if unpriced else ""),
-                _money(g["savings_usd"].get(m)),
-            ]
-        cells.append(_money(g["hosted_spend_usd"]))
-        lines.append(cells)
-    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
+        for g in groups
+    ]
+    hosted = [_money(g["hosted_spend_usd"]) for g in groups]
+    shown: list[str] = []
+    for m in refs:
+        trial = [*shown, m]
+        head, rows = _layout(base_head, base, hosted, groups, trial, est)
+        if shown and width is not None and sum(_fit(head, rows)) + 2 * (len(head) - 1) > width:
+            break
+        shown = trial
+    head, rows = _layout(base_head, base, hosted, groups, shown, est)
+    widths = _fit(head, rows)
+    if width is not None and (over := sum(widths) + 2 * (len(widths) - 1) - width) > 0:
+        widths[0] = max(len(head[0]), 8, widths[0] - over)  # long group names give way first
+        rows = [[_clip(r[0], widths[0]), *r[1:]] for r in rows]
     out = [
-        "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)).rstrip(),
+        "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
         "  ".join("-" * w for w in widths),
     ]
     out += [
         "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ).rstrip()
-        for r in lines
+        for r in rows
     ]
-    p = data["period"]
     out.append("")
+    notes = _notes(data, refs, shown, est)
+    wrap = (lambda line: [line]) if width is None else (lambda line: _wrap(line, width))
+    for line in notes:
+        out += wrap(line)
+    return "\n".join(out) + "\n"
+
+
+def _layout(
+    base_head: list[str],
+    base: list[list[str]],
+    hosted: list[str],
+    groups: list[dict[str, Any]],
+    refs: list[str],
+    est: dict[str, bool],
+) -> tuple[list[str], list[list[str]]]:
+    head = list(base_head)
+    for m in refs:
+        head += [f"{'~' if est[m] else ''}{m} cost", f"savings vs {m}"]
+    head.append("hosted")
+    rows = [
+        [*cells, *(c for m in refs for c in _ref_cells(g, m)), h]
+        for cells, g, h in zip(base, groups, hosted, strict=True)
+    ]
+    return head, rows
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False) or [""]
+
+
+def _notes(data: dict[str, Any], refs: list[str], shown: list[str], est: dict[str, bool]) -> list[str]:
+    t = data["totals"]
+    out = []
+    hidden = [m for m in refs if m not in shown]
+    if hidden:
+        out.append(
+            "other references, in total (--wide shows them per group): "
+            + "; ".join(
+                f"{'~' if est[m] else ''}{m} would have cost {_ref_cells(t, m)[0]}, savings {_ref_cells(t, m)[1]}"
+                for m in hidden
+            )
+        )
+    p = data["period"]
     out.append(
         f"period: {p['from'] or 'start of ledger'} .. {p['to'] or 'now'}; price tables: "
         f"{', '.join(data['price_tables']) or '-'}; cache mode: {', '.join(data['cache_modes']) or '-'}"
     )
-    if any(data["totals"]["cloud_tokens"].get(m, {}).get("estimated") for m in refs):
+    if any(est.values()):
         out.append(
             "~ estimated: that provider publishes no tokenizer; counts are o200k x a documented factor"
         )
-    causes = data["totals"]["hosted_spend_by_cause"]
+    causes = t["hosted_spend_by_cause"]
     if causes:
         out.append(
             "hosted spend by cause: "
@@ -137,7 +224,7 @@ def to_table(data: dict[str, Any]) -> str:
         )
     elif pb["reference"]:
         out.append(f"payback: no positive net saving vs {pb['reference']} in this period")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def proof_lines(integrity: dict[str, Any] | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Records -> ledger rows. Runs in the recorder's worker thread, never on the event loop.
+"""Records -> ledger rows. Runs in the meter process (or a recorder thread), never on the event loop.
 
 Each record becomes one ``usage_events`` row and, when the shadow meter priced it, one
 ``shadow_costs`` row per reference cloud model. A record whose response cannot be read still

@@ -44,13 +44,14 @@ class MeterConfig:
     table_id: str  # the very table the gateway pinned
     log_level: str = "info"
     access_log: bool = False
+    log_format: logs.LogFormat = "auto"
 
 
 def init(config: MeterConfig) -> None:
     """Runs once in the worker: build the meter on the gateway's pinned table."""
     global _finalize, _access_log
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateway, which stops us
-    logs.setup(config.log_level)
+    logs.setup(config.log_level, config.log_format)
     table = PriceStore(config.price_dir).get(config.table_id)
     _finalize = make_finalizer(estimate_prompt_tokens, ShadowMeter(config.meter, table, config.aliases))
     _access_log = config.access_log

@@ -281,10 +281,14 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def open_dashboard(browser: Any, world: World, query: str = "") -> tuple[Any, list[str], list[str]]:
-    """A fresh page on /dashboard (its own session storage), with console errors and every URL it asked for."""
+def open_dashboard(
+    browser: Any, world: World, query: str = "", width: int = 1440, hold: list[Any] | None = None
+) -> tuple[Any, list[str], list[str]]:
+    """A fresh page on /dashboard (its own session storage), with console errors and every URL it
+    asked for. With ``hold``, report requests wait there (Playwright routes) until the test lets
+    them go with ``route.continue_()``."""
     ctx = browser.new_context(
-        viewport={"width": 1440, "height": 1000},
+        viewport={"width": width, "height": 1000},
         device_scale_factor=1,
         color_scheme="light",
         timezone_id="UTC",
@@ -296,6 +300,8 @@ def open_dashboard(browser: Any, world: World, query: str = "") -> tuple[Any, li
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda r: urls.append(r.url))
+    if hold is not None:
+        page.route("**/v1/nometer/report?*", lambda route: hold.append(route))
     page.goto(f"{world.gateway.url}/dashboard{query}")
     return page, errors, urls
 
@@ -455,6 +461,57 @@ def test_dashboard_equals_the_json_report(world: World, browser: Any, tmp_path: 
         page.mouse.move(0, 0)
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 20_000
+    finally:
+        page.context.close()
+
+
+@pytest.mark.chromium
+def test_a_loading_state_until_the_report_arrives(world: World, browser: Any, tmp_path: Path) -> None:
+    """Before the data comes: grey bars where figures go and "Loading" where charts and tables go,
+    never the dashes and empty boxes that read as "no data"."""
+    held: list[Any] = []
+    page, errors, _ = open_dashboard(browser, world, f"?key={ADMIN_KEY}", hold=held)
+    try:
+        page.wait_for_function("document.readyState === 'complete'")
+        page.wait_for_timeout(300)  # the page has asked, and nothing has come back
+        assert len(held) == 4 and page.get_attribute("body", "data-state") == "loading"
+        assert page.get_attribute("main", "aria-busy") == "true"
+        figures = page.locator("[data-testid=kpis] .big, [data-testid=kpis] .note b, .facts dd")
+        assert figures.count() == 14
+        assert figures.evaluate_all("es => es.map(e => e.innerText.trim())") == [""] * 14  # no dash
+        assert figures.evaluate_all("es => es.every(e => e.querySelector('.skeleton'))")
+        for box in ("chart-savings", "references", "table-team", "table-model", "table-tag", "hosted-causes"):
+            assert text(page, f"[data-testid={box}]") == "Loading the report\u2026", box
+        assert page.locator("[data-testid=chart-savings] svg").count() == 0
+        page.screenshot(path=str(tmp_path / "dashboard-loading.png"), full_page=True)
+        for route in held:
+            route.continue_()
+        wait_ready(page)
+        assert page.locator(".skeleton, [data-testid=loading]").count() == 0
+        assert page.get_attribute("main", "aria-busy") == "false"
+        assert page.locator("[data-testid=chart-savings] svg").count() == 1
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.chromium
+@pytest.mark.parametrize("width", [1400, 1280])
+def test_the_tables_fit_a_1400px_window(world: World, browser: Any, tmp_path: Path, width: int) -> None:
+    """The by-team table (and the others) show every column without a scroll bar, and the page
+    itself never scrolls sideways."""
+    page, errors, _ = open_dashboard(browser, world, f"?key={ADMIN_KEY}", width=width)
+    try:
+        wait_ready(page)
+        page.screenshot(path=str(tmp_path / f"dashboard-{width}.png"), full_page=True)
+        for dim in ("team", "model", "tag"):
+            box = page.locator(f"[data-testid=table-{dim}] .scroll")
+            over = box.evaluate("e => e.scrollWidth - e.clientWidth")
+            assert over <= 0, f"by-{dim} table is {over}px wider than its card at {width}px"
+            cells = page.locator(f"[data-testid=table-{dim}] tbody tr:first-child td[data-col]")
+            assert cells.evaluate_all("cs => cs.every(c => c.scrollWidth <= c.clientWidth + 1)"), dim
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert errors == []
     finally:
         page.context.close()
 

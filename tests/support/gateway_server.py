@@ -51,7 +51,7 @@ class GatewayServer:
     def runtime(self) -> Any:
         return self.app.runtime
 
-    def start(self, timeout: float = 60) -> GatewayServer:
+    def start(self, timeout: float = 60) -> GatewayServer:  # importing litellm took 25 s on a busy box
         """Start serving (once: a server that already runs is returned as is, so helpers may
         return a started server and tests still write ``with helper(...) as g:``)."""
         if self._thread.is_alive():

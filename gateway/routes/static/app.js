@@ -141,10 +141,13 @@
       hideKeyForm();
       render();
       document.body.dataset.state = "ready";
+      $("main").setAttribute("aria-busy", "false");
     } catch (err) {
       if (err instanceof AuthError) return askForKey(state.key ? `That key was refused: ${err.message}` : null);
       showMessage(`Could not load the report: ${err.message}`);
-      document.body.dataset.state = "error";
+      for (const p of $$("[data-testid=loading]")) p.textContent = "No data: the report could not be loaded.";
+      document.body.dataset.state = state.reports ? "ready" : "error";
+      $("main").setAttribute("aria-busy", "false");
     }
   }
 
@@ -462,7 +465,7 @@
     }
     const max = Math.max(...shown.map((g) => Math.max(0, sav(g)))) || 1;
     const head = el("tr", {}, el("th", { text: dim }), el("th", { class: "num", text: "requests" }),
-      el("th", { class: "num", text: "tokens in / out" }), el("th", { class: "num", text: "local" }),
+      el("th", { class: "num", text: "tokens in/out", title: "local tokens: prompt / completion" }), el("th", { class: "num", text: "local" }),
       el("th", { class: "num", text: ref ? `${ref}` : "cloud" }), el("th", { class: "num", text: "saved" }),
       el("th", { class: "barcol", "aria-hidden": "true" }));
     const body = shown.map((g) => {

@@ -25,7 +25,7 @@ def lines() -> Iterator[io.StringIO]:
     """Everything logged while the test runs, through the real handler setup (JSON + request id)."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
-    logs.setup("info")
+    logs.setup("info", "json")
     buf = io.StringIO()
     root.handlers[0].setStream(buf)  # type: ignore[attr-defined]
     try:
@@ -53,6 +53,38 @@ def test_a_line_is_one_json_object_with_its_extras(lines: io.StringIO) -> None:
     assert first["request_id"] == "r-1" and first["ms"] == 12
     assert first["ts"].endswith("Z") and len(first["ts"]) == len("2026-01-01T00:00:00.000Z")
     assert "ValueError: boom" in second["exc"] and "request_id" not in second
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_is_text_on_a_terminal_and_json_elsewhere() -> None:
+    assert isinstance(logs.formatter("auto", Terminal()), logs.ConsoleFormatter)
+    assert isinstance(logs.formatter("auto", io.StringIO()), logs.JSONFormatter)
+    assert isinstance(logs.formatter("json", Terminal()), logs.JSONFormatter)
+    assert isinstance(logs.formatter("text", io.StringIO()), logs.ConsoleFormatter)
+
+
+def _record(**extra: Any) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, "Started server process [%d]", (7,), None
+    )
+    for k, v in extra.items():
+        setattr(record, k, v)
+    return record
+
+
+def test_a_console_line_is_readable_and_drops_uvicorns_coloured_copy() -> None:
+    coloured = "Started server process [\x1b[36m%d\x1b[0m]"
+    line = logs.ConsoleFormatter().format(
+        _record(color_message=coloured, request_id="r-1", litellm_redacted=object())
+    )
+    assert line.endswith(" info    uvicorn.error: Started server process [7]  request_id=r-1")
+    assert "\x1b" not in line and "color_message" not in line and not line.startswith("{")
+    assert "litellm" not in line
+    assert "color_message" not in orjson.loads(logs.JSONFormatter().format(_record(color_message=coloured)))
 
 
 def test_the_request_context_names_the_request(lines: io.StringIO) -> None:

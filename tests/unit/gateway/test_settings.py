@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.settings import DEFAULT_PORT, load_settings
 
@@ -51,3 +52,23 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).parents[3] / "deploy" / "nometer.example.yaml"
     s = load_settings(example, env={})
     assert s.backends and s.aliases
+
+
+def _setting_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, field in model.model_fields.items():
+        out.append((*prefix, name))
+        for t in (field.annotation, *get_args(field.annotation)):
+            for sub in (t, *get_args(t)):
+                if isinstance(sub, type) and issubclass(sub, BaseModel):
+                    out += _setting_paths(sub, (*prefix, name))
+    return out
+
+
+def test_example_config_names_every_setting() -> None:
+    """deploy/nometer.example.yaml says it documents every key: each setting's name is in it."""
+    from gateway.settings import Settings
+
+    text = (Path(__file__).parents[3] / "deploy" / "nometer.example.yaml").read_text()
+    missing = sorted({".".join(p) for p in _setting_paths(Settings) if f"{p[-1]}:" not in text})
+    assert missing == []
