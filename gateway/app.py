@@ -26,6 +26,7 @@ from gateway.backends.energy import EnergySampler, nvml_reader
 from gateway.backends.managed import ManagedServer
 from gateway.backends.pool import BackendPool, build_backends
 from gateway.backends.routing import Router
+from gateway.http.boundary import ErrorBoundary, hold
 from gateway.http.middleware import RequestIdMiddleware
 from gateway.http.proxy import Proxy, send_error
 from gateway.ids import new_id
@@ -86,8 +87,8 @@ def build_runtime(settings: Settings) -> Runtime:
         pool=process,
     )
     governance = Governance(settings, router, pool, meter.table, hosted_path)
-    proxy = Proxy(
-        router, pool, governance.gate, recorder.record, settings.routing, settings.server.max_body_bytes
+    proxy = Proxy(  # its records wait for the error boundary (NometerApp) to pass them on
+        router, pool, governance.gate, hold(recorder.record), settings.routing, settings.server.max_body_bytes
     )
     log_dir = Path(settings.ledger.path).resolve().parent / "logs"
     managed = [ManagedServer(m, log_dir) for m in settings.managed]
@@ -97,6 +98,7 @@ def build_runtime(settings: Settings) -> Runtime:
             "queue_depth": recorder.depth,
             "dropped": recorder.dropped,
             "backends": router.backends,
+            "policy_failures": governance.failures(),
         }
     )
     recorder.listeners.append(metrics.observe)
@@ -141,7 +143,9 @@ class NometerApp:
         self.runtime = runtime
         self.control = control
         self._control = RequestIdMiddleware(control)
-        self.proxy = runtime.proxy
+        # the hot path, inside its error boundary: whatever escapes the proxy still gets an
+        # OpenAI-shaped answer and one ledger row (gateway.http.boundary)
+        self.proxy = ErrorBoundary(runtime.proxy, runtime.recorder.record, runtime.governance.gate.identify)
         self.auth = runtime.governance.auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -21,7 +21,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.ledger.events import EVENT_COLUMNS, SHADOW_COLUMNS
@@ -46,7 +46,7 @@ class _Live(Collector):
     def __init__(self, read: Callable[[], dict[str, Any]]):
         self._read = read
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self._read()
         yield GaugeMetricFamily(
             "nometer_inflight_requests", "Requests being proxied now", value=s["inflight"]
@@ -70,6 +70,14 @@ class _Live(Collector):
             outstanding.add_metric([b.name], float(b.outstanding))
         yield healthy
         yield outstanding
+        store_errors = CounterMetricFamily(
+            "nometer_policy_store_errors",
+            "Requests whose rate-limit or budget counters (Redis) failed, by what the policy did",
+            labels=["store", "action"],
+        )
+        for (store, mode), n in sorted(s.get("policy_failures", {}).items()):
+            store_errors.add_metric([store, f"fail_{mode}"], float(n))
+        yield store_errors
 
 
 class Metrics:

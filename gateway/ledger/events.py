@@ -18,6 +18,7 @@ CLIENT_GONE = "client_gone"  # the client disconnected before the end
 TIMEOUT = "timeout"
 UNREACHABLE = "unreachable"  # no backend could be reached
 REFUSED = "refused"  # the gateway refused after routing (policy, limits)
+GATEWAY_ERROR = "gateway_error"  # the gateway itself failed (a bug, caught by http.boundary)
 
 
 @dataclass(slots=True)

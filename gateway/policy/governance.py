@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gateway import errors
 from gateway.backends.pool import BackendPool
 from gateway.backends.routing import Router
 from gateway.ledger.keystore import open_key_store
@@ -32,6 +33,7 @@ from gateway.policy.budget import (
 )
 from gateway.policy.keys import load_ring
 from gateway.policy.limits import MemoryWindows, RateLimiter, RedisWindows, Windows
+from gateway.policy.redis_link import RedisLink
 from gateway.policy.rules import PolicyBook
 from gateway.settings import Settings, reload_settings
 from pricing.tables import PriceTable
@@ -57,10 +59,9 @@ class Governance:
         self.keys = open_key_store(Path(settings.ledger.path), settings.ledger.url)
         self.auth = Authenticator(resolve_mode(settings.auth, settings.server), settings.auth.admin_key_env)
         lim = settings.limits
-        windows: Windows = RedisWindows(lim.redis_url, lim.redis_prefix) if lim.redis_url else MemoryWindows()
-        counters: Counters = (
-            RedisCounters(lim.redis_url, lim.redis_prefix) if lim.redis_url else MemoryCounters()
-        )
+        link = RedisLink(lim.redis_url, lim.redis_timeout_s, lim.redis_retry_s) if lim.redis_url else None
+        windows: Windows = RedisWindows(link, lim.redis_prefix) if link else MemoryWindows()
+        counters: Counters = RedisCounters(link, lim.redis_prefix) if link else MemoryCounters()
         self.limiter = RateLimiter(windows)
         self.budgets = Budgets(counters)
         self.book = PolicyBook(settings)
@@ -82,6 +83,14 @@ class Governance:
         self.pool.poll_metrics = book.uses_metrics
         self.gate.hosted = self.hosted
         self.book = self.gate.book = book
+
+    def failures(self) -> dict[tuple[str, str], int]:
+        """(store, fail mode) -> requests whose counters failed (for /metrics)."""
+        out: dict[tuple[str, str], int] = {}
+        for store, count in (("rate_limits", self.limiter.failures), ("budgets", self.budgets.failures)):
+            for mode, n in count.counts.items():
+                out[store, mode] = n
+        return out
 
     async def start(self, store: Any) -> None:
         self._store = store
@@ -109,7 +118,10 @@ class Governance:
         month_start = periods(now)[1] + "-01"
         sql = SEED_SQL.format(p="?" if getattr(store, "placeholder", "?") == "?" else "$1")
         rows = await store.fetch(sql, [month_start])
-        await self.budgets.counters.seed(seed_values(rows, now))
+        try:
+            await self.budgets.counters.seed(seed_values(rows, now))
+        except errors.CountersUnavailable as exc:  # counters that exist in Redis keep their value
+            log.error("budget counters not started from the ledger's spend: %s", exc.message)
 
     async def _watch_keys(self) -> None:
         """Pick up keys created, disabled or rotated by another process (the CLI)."""
