@@ -92,6 +92,17 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     log_dir = Path(settings.ledger.path).resolve().parent / "logs"
     managed = [ManagedServer(m, log_dir) for m in settings.managed]
+
+    def label_names() -> tuple[set[str], frozenset[str]]:
+        """What metrics may label with (read per written batch, in the recorder's thread; every
+        structure read here is swapped whole on change, never mutated)."""
+        book = governance.book
+        models = set(router.model_names()) | set(router.aliases) | set(router.aliases.values())
+        models.update(book.hosted.models)
+        for rules in (book.default, *book.teams.values()):
+            models.update(rules.policy.fallback.models)
+        return models, frozenset(book.teams) | governance.auth.ring.teams
+
     metrics = Metrics(
         lambda: {
             "inflight": proxy.inflight,
@@ -99,7 +110,8 @@ def build_runtime(settings: Settings) -> Runtime:
             "dropped": recorder.dropped,
             "backends": router.backends,
             "policy_failures": governance.failures(),
-        }
+        },
+        label_names,
     )
     recorder.listeners.append(metrics.observe)
     return Runtime(
