@@ -256,6 +256,7 @@ def _headers(rec: RequestRecord, cause: str, ctype: bytes) -> list[tuple[bytes, 
     return [
         (b"content-type", ctype),
         (b"x-request-id", rec.request_id.encode()),
+        (b"x-nometer-receipt-id", rec.uid.encode()),
         (b"x-nometer-route", b"hosted"),
         (b"x-nometer-fallback-cause", cause.encode()),
     ]

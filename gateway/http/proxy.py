@@ -38,6 +38,7 @@ _STREAM_OPTIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
 # Endpoints where a missing `model` is a client error (OpenAI requires it).
 _MODEL_REQUIRED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"})
 _JSON = (b"content-type", b"application/json")
+_RECEIPT_ID = b"x-nometer-receipt-id"  # the server's id of the ledger row (request ids are the client's)
 
 
 class ClientGone(Exception):
@@ -295,6 +296,7 @@ class Proxy:
             *resp.headers,
             (b"content-length", str(len(data)).encode()),
             (b"x-request-id", rec.request_id.encode()),
+            (_RECEIPT_ID, rec.uid.encode()),
         ]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         watch.finished = True
@@ -308,7 +310,7 @@ class Proxy:
         rename: tuple[str, str] | None,
         watch: _Watch,
     ) -> None:
-        headers = [*resp.headers, (b"x-request-id", rec.request_id.encode())]
+        headers = [*resp.headers, (b"x-request-id", rec.request_id.encode()), (_RECEIPT_ID, rec.uid.encode())]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         chunks = rec.chunks
         strip = None if rec.client_wants_usage else UsageChunkFilter()

@@ -27,6 +27,7 @@ from gateway.runtime import Runtime, json_response
 
 _USAGE_COLUMNS = (
     "request_id",
+    "uid AS receipt_id",
     "ts",
     "endpoint",
     "requested_model",
