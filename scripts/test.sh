@@ -2,11 +2,15 @@
 # The one test command, on a fresh clone or a dev machine:   ./scripts/test.sh [pytest args]
 #
 #   1. .venv (python3 -m venv) with the project and its `test` extra, editable
+#   1b. static checks: ruff check, ruff format --check, mypy --strict (gateway adapters pricing
+#      tests), lint-imports (the layer contracts in pyproject.toml); any failure stops here
 #   2. PostgreSQL and Redis on 127.0.0.1, started if they do not answer
 #   2b. Debian's chromium, for the browser test of the dashboard
 #   3. the CPU vLLM venv and tiny model, cached in $NOMETER_CACHE (default ~/.cache/nometer):
 #      about 2 min and 2.5 GB the first time, nothing after
 #   4. python -m pytest "$@"; its exit status is ours (5, "no tests collected", is an error too)
+#
+# NOMETER_SKIP_CHECKS=1 skips step 1b (quick local reruns only; refused in CI).
 #
 # NOMETER_SKIP_VLLM=1 skips step 3 and the real-vLLM tests: quick local runs only (refused in CI).
 set -euo pipefail
@@ -43,6 +47,17 @@ deps_hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$deps_stamp" 2>/dev/null)" != "$deps_hash" ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
   echo "$deps_hash" >"$deps_stamp"
+fi
+
+if [ "${NOMETER_SKIP_CHECKS:-}" = 1 ]; then
+  if [ "${CI:-}" = true ]; then echo "NOMETER_SKIP_CHECKS=1 is refused in CI" >&2; exit 2; fi
+  step "static checks skipped (NOMETER_SKIP_CHECKS=1)"
+else
+  step "static checks: ruff, ruff format, mypy --strict, lint-imports"
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy gateway adapters pricing tests
+  .venv/bin/lint-imports
 fi
 
 step "PostgreSQL"

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.backends.cpu_vllm import VllmError
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.vllm import VllmError, VllmServer
+from tests.support.vllm import VllmServer
 from tests.support.vllm_fleet import SPECS, VllmFleet
 
 SKIP_VLLM = os.environ.get("NOMETER_SKIP_VLLM") == "1"

@@ -219,8 +219,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             hosted=hosted,
             teams={"platform": fallback},
         )
-        g = GatewayServer(settings).start()
-        try:
+        with GatewayServer(settings) as g:
             with httpx.Client(base_url=g.base_url, timeout=30) as client:
                 for i, (team, tag, words, out, stream) in enumerate(TRAFFIC):
                     headers = {
@@ -255,8 +254,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             assert len(rows) == len(TRAFFIC) + hosted_n
             added = replay(g.db_path, DEMO_PER_WEEKDAY)
             yield World(g, fake, keys, hosted_n, len(rows) + added)
-        finally:
-            g.stop()
 
 
 @pytest.fixture(scope="module")
@@ -523,10 +520,9 @@ def test_grafana_dashboard_queries_real_metrics(world: World) -> None:
 def test_empty_ledger_and_unpriced_reference(tmp_path: Path, browser: Any) -> None:
     """Before any traffic the page says so; a reference the price table lacks reads "unpriced", never $0."""
     with FakeUpstream() as fake:
-        g = GatewayServer(
+        with GatewayServer(
             gateway_settings(tmp_path, [fake.base_url], meter={"references": ["gpt-4.1", "acme-private-llm"]})
-        ).start()
-        try:
+        ) as g:
             w = World(g, fake, {}, 0, 0)
             page, errors, _ = open_dashboard(browser, w)
             try:
@@ -558,5 +554,3 @@ def test_empty_ledger_and_unpriced_reference(tmp_path: Path, browser: Any) -> No
                 assert errors == []
             finally:
                 page.context.close()
-        finally:
-            g.stop()

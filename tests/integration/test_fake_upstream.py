@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import threading
@@ -200,9 +201,17 @@ def test_client_disconnect_mid_stream_is_counted(fake_upstream: FakeUpstream, cl
 
 
 async def test_wait_until_async_does_not_block_the_loop(fake_upstream: FakeUpstream) -> None:
+    """The request that satisfies the wait is sent from the SAME event loop, after the wait began:
+    a blocking wait would starve it and time out."""
     async with httpx.AsyncClient(base_url=fake_upstream.url, trust_env=False) as client:
-        await client.get("/health")
-    await fake_upstream.wait_until_async(lambda fake: len(fake.requests) == 1, timeout=1)
+
+        async def request_later() -> None:
+            await asyncio.sleep(0.05)
+            await client.get("/health")
+
+        sender = asyncio.create_task(request_later())
+        await fake_upstream.wait_until_async(lambda fake: len(fake.requests) == 1, timeout=3)
+        await sender
 
 
 def test_reset_forgets_requests_and_config(fake_upstream: FakeUpstream, client: httpx.Client) -> None:

@@ -12,11 +12,12 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 
-MSG = [{"role": "user", "content": "say something nice"}]
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "say something nice"}]
 
 
 @pytest.fixture
@@ -109,14 +110,11 @@ def test_alias_response_model_requested(tmp_path: Path, fake: FakeUpstream) -> N
     s = gateway_settings(
         tmp_path, [fake.base_url], aliases={"gpt-4.1": "fake-model"}, routing={"response_model": "requested"}
     )
-    g = GatewayServer(s).start()
-    try:
+    with GatewayServer(s) as g:
         c = client(g)
         assert c.chat.completions.create(model="gpt-4.1", messages=MSG).model == "gpt-4.1"
         models = {ch.model for ch in c.chat.completions.create(model="gpt-4.1", messages=MSG, stream=True)}
         assert models == {"gpt-4.1"}
-    finally:
-        g.stop()
 
 
 def test_upstream_5xx_and_429_pass_through(gw: GatewayServer) -> None:
@@ -193,16 +191,13 @@ def test_connection_drop_with_one_backend_is_502(gw: GatewayServer) -> None:
 def test_connection_failure_retried_on_another_backend(tmp_path: Path) -> None:
     with FakeUpstream() as a, FakeUpstream() as b:
         s = gateway_settings(tmp_path, [a.base_url, b.base_url], routing={"health_interval_s": 60})
-        g = GatewayServer(s).start()
-        try:
+        with GatewayServer(s) as g:
             a.stop()  # still believed healthy: the next requests find out on connect
             for _ in range(3):
                 assert client(g).chat.completions.create(model="fake-model", messages=MSG).choices
             rows = g.wait_rows(3)
             assert {r["backend"] for r in rows} == {"backend-1"} and all(r["outcome"] == "ok" for r in rows)
             assert not g.runtime.router.backends[0].healthy
-        finally:
-            g.stop()
 
 
 def test_gateway_errors_are_openai_shaped(gw: GatewayServer) -> None:
@@ -211,7 +206,7 @@ def test_gateway_errors_are_openai_shaped(gw: GatewayServer) -> None:
         c.chat.completions.create(model="no-such-model", messages=MSG)
     assert nf.value.body["code"] == "model_not_found" and "fake-model" in nf.value.body["message"]  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as bad:
-        c.chat.completions.create(messages=MSG, model=None)  # type: ignore[arg-type]
+        c.chat.completions.create(messages=MSG, model=None)  # type: ignore[call-overload]
     assert bad.value.body["code"] == "missing_model"  # type: ignore[index]
     r = httpx.post(
         gw.base_url + "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}

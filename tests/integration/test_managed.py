@@ -54,17 +54,15 @@ def test_managed_vllm_is_launched_restarted_and_stopped(tmp_path: Path) -> None:
         ],
         routing={"health_interval_s": 0.5},
     )
-    g = GatewayServer(s).start()
-    try:
+    with GatewayServer(s) as g:
         assert httpx.get(g.url + "/readyz").status_code == 503  # starting: not ready yet
         _wait_ready(g)
         c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0, timeout=60)
-        assert (
-            c.chat.completions.create(
-                model="managed-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3
-            ).usage.completion_tokens
-            == 3
-        )  # type: ignore[union-attr]
+        usage = c.chat.completions.create(
+            model="managed-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        ).usage
+        assert usage is not None
+        assert usage.completion_tokens == 3
         server = g.runtime.managed[0]
         first = server.proc.pid
         os.killpg(first, signal.SIGKILL)  # crash it
@@ -77,8 +75,6 @@ def test_managed_vllm_is_launched_restarted_and_stopped(tmp_path: Path) -> None:
             model="managed-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2
         ).choices
         second = server.proc.pid
-    finally:
-        g.stop()
     deadline = time.monotonic() + 30
     while _alive(second) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -18,13 +18,14 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.ledger.report import PICO
 from pricing.tables import SHIPPED_SNAPSHOT
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 
-MSG = [
+MSG: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "name three prime numbers"},
 ]
@@ -89,8 +90,7 @@ def start(tmp_path: Path, fake: FakeUpstream, **over: Any) -> GatewayServer:
 
 
 def test_report_equals_independent_sums_and_groups(tmp_path: Path, fake: FakeUpstream) -> None:
-    g = start(tmp_path, fake)
-    try:
+    with start(tmp_path, fake) as g:
         c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
         for tag in ("a", "a", "b"):
             c.chat.completions.create(model="fake-model", messages=MSG, extra_headers={"x-nometer-tag": tag})
@@ -101,8 +101,6 @@ def test_report_equals_independent_sums_and_groups(tmp_path: Path, fake: FakeUps
         )
         g.wait_rows(4)
         rep = httpx.get(g.url + "/v1/nometer/report", params={"by": "tag"}).json()
-    finally:
-        g.stop()
     want = independent_totals(g.db_path)
     # the aliased request asked for a cloud name: that name becomes a reference too
     assert rep["references"] == ["gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-pro", "gpt-4o"]
@@ -129,8 +127,7 @@ def test_report_equals_independent_sums_and_groups(tmp_path: Path, fake: FakeUps
 
 
 def test_openai_token_counts_follow_the_cookbook(tmp_path: Path, fake: FakeUpstream) -> None:
-    g = start(tmp_path, fake, meter={"references": ["gpt-4.1"]})
-    try:
+    with start(tmp_path, fake, meter={"references": ["gpt-4.1"]}) as g:
         raw = openai.OpenAI(base_url=g.base_url, api_key="x").chat.completions.with_raw_response.create(
             model="fake-model", messages=MSG
         )
@@ -138,13 +135,11 @@ def test_openai_token_counts_follow_the_cookbook(tmp_path: Path, fake: FakeUpstr
         rid = raw.headers["x-request-id"]
         g.row(rid)
         receipt = httpx.get(f"{g.url}/v1/nometer/receipts/{rid}").json()
-    finally:
-        g.stop()
     from pricing.tokens import encoding
 
     enc = encoding("o200k_base")  # tiktoken from the shipped BPE files
     # 3 per message + role and content tokens, + 3 reply priming (OpenAI cookbook)
-    want_in = sum(3 + len(enc.encode(m["role"])) + len(enc.encode(m["content"])) for m in MSG) + 3
+    want_in = sum(3 + len(enc.encode(m["role"])) + len(enc.encode(str(m["content"]))) for m in MSG) + 3
     ref = receipt["references"][0]
     assert ref["tokens"]["input"] == want_in
     assert ref["tokens"]["output"] == len(enc.encode(answer))
@@ -158,15 +153,12 @@ def test_openai_token_counts_follow_the_cookbook(tmp_path: Path, fake: FakeUpstr
 
 
 def test_unpriced_reference_is_never_zero(tmp_path: Path, fake: FakeUpstream) -> None:
-    g = start(tmp_path, fake, meter={"references": ["gpt-4.1", "acme-private-llm"]})
-    try:
+    with start(tmp_path, fake, meter={"references": ["gpt-4.1", "acme-private-llm"]}) as g:
         openai.OpenAI(base_url=g.base_url, api_key="x").chat.completions.create(
             model="fake-model", messages=MSG
         )
         g.wait_rows(1)
         rep = httpx.get(g.url + "/v1/nometer/report").json()
-    finally:
-        g.stop()
     assert rep["totals"]["cloud_cost_usd"]["acme-private-llm"] is None
     assert rep["totals"]["unpriced_requests"]["acme-private-llm"] == 1
     assert Decimal(rep["totals"]["cloud_cost_usd"]["gpt-4.1"]) > 0
@@ -177,8 +169,7 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
     c_args: dict[str, Any] = {"meter": {"references": ["gpt-4.1"]}}
-    g = start(tmp_path, fake, **c_args)
-    try:
+    with start(tmp_path, fake, **c_args) as g:
         old = httpx.post(
             g.base_url + "/chat/completions",
             json={"model": "fake-model", "messages": MSG},
@@ -187,8 +178,6 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(
         assert old.status_code == 200
         g.row("old-1")
         before = httpx.get(g.url + "/v1/nometer/receipts/old-1").json()
-    finally:
-        g.stop()
     # a newer price table doubles gpt-4.1's prices
     prices = orjson.loads(SHIPPED_SNAPSHOT.read_bytes())
     prices["gpt-4.1"]["input_cost_per_token"] = 4e-06
@@ -197,8 +186,7 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(
     newer.write_bytes(orjson.dumps(prices))
     out = nometer("prices", "update", "--from", str(newer), "--db", str(g.db_path))
     assert out.returncode == 0 and "installed price table" in out.stdout, out.stderr
-    g2 = GatewayServer(gateway_settings(tmp_path, [fake.base_url], **c_args)).start()
-    try:
+    with GatewayServer(gateway_settings(tmp_path, [fake.base_url], **c_args)) as g2:
         httpx.post(
             g2.base_url + "/chat/completions",
             json={"model": "fake-model", "messages": MSG},
@@ -208,8 +196,6 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(
         after = httpx.get(g2.url + "/v1/nometer/receipts/old-1").json()
         new = httpx.get(g2.url + "/v1/nometer/receipts/new-1").json()
         assert httpx.get(g2.url + "/v1/nometer/receipts/nope").status_code == 404
-    finally:
-        g2.stop()
     assert after == before  # the old receipt did not move
     assert new["price_table"] != before["price_table"]
     assert new["references"][0]["terms"][0]["rate"] == "0.000004"
@@ -233,8 +219,7 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(
 
 
 def test_report_query_validation(tmp_path: Path, fake: FakeUpstream) -> None:
-    g = start(tmp_path, fake)
-    try:
+    with start(tmp_path, fake) as g:
         r = httpx.get(g.url + "/v1/nometer/report", params={"by": "colour"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "by"
         r = httpx.get(g.url + "/v1/nometer/report", params={"since": "yesterday-ish"})
@@ -242,8 +227,6 @@ def test_report_query_validation(tmp_path: Path, fake: FakeUpstream) -> None:
         r = httpx.get(g.url + "/v1/nometer/report", params={"since": "7d", "by": "day"})
         assert r.status_code == 200 and r.json()["groups"] == []
         assert r.json()["totals"]["local_cost_usd"]["total"] == "0"
-    finally:
-        g.stop()
     empty = nometer("report", "--db", str(g.db_path))  # an empty ledger prints a table, not a traceback
     assert empty.returncode == 0 and "total" in empty.stdout, empty.stderr
     assert nometer("report", "--db", str(tmp_path / "missing.db")).returncode != 0
@@ -252,16 +235,13 @@ def test_report_query_validation(tmp_path: Path, fake: FakeUpstream) -> None:
 def test_prometheus_metrics_follow_the_ledger(tmp_path: Path, fake: FakeUpstream) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    g = start(tmp_path, fake, meter={"references": ["gpt-4.1"]})
-    try:
+    with start(tmp_path, fake, meter={"references": ["gpt-4.1"]}) as g:
         c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
         c.chat.completions.create(model="fake-model", messages=MSG)
         list(c.chat.completions.create(model="fake-model", messages=MSG, stream=True))
         g.wait_rows(2)
         rep = httpx.get(g.url + "/v1/nometer/report").json()
         text = scrape(g, 2)
-    finally:
-        g.stop()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for fam in text_string_to_metric_families(text)
@@ -304,8 +284,7 @@ def test_meter_runs_in_its_own_process_and_survives_its_death(tmp_path: Path, fa
     import os
     import signal as sig
 
-    g = start(tmp_path, fake, meter={"references": ["gpt-4.1"]})
-    try:
+    with start(tmp_path, fake, meter={"references": ["gpt-4.1"]}) as g:
         c = openai.OpenAI(base_url=g.base_url, api_key="x", max_retries=0)
         c.chat.completions.create(model="fake-model", messages=MSG)
         g.wait_rows(1)
@@ -316,8 +295,6 @@ def test_meter_runs_in_its_own_process_and_survives_its_death(tmp_path: Path, fa
         for _ in range(3):
             c.chat.completions.create(model="fake-model", messages=MSG)
         rows = g.wait_rows(4)
-    finally:
-        g.stop()
     assert len(rows) == 4 and all(r["price_table_id"] for r in rows)  # metered, in a thread or a new worker
     assert pool.restarts >= 1
     assert nometer("verify", "--db", str(g.db_path)).returncode == 0
@@ -326,14 +303,11 @@ def test_meter_runs_in_its_own_process_and_survives_its_death(tmp_path: Path, fa
 def test_negative_savings_are_metered_too(tmp_path: Path, fake: FakeUpstream) -> None:
     """An embedding costs more on a $3,999 box than at $0.02 per million tokens: savings < 0 is
     recorded as such (ledger, report, metrics), not dropped."""
-    g = start(tmp_path, fake)
-    try:
+    with start(tmp_path, fake) as g:
         openai.OpenAI(base_url=g.base_url, api_key="x").embeddings.create(model="fake-model", input="a b c")
         g.wait_rows(1)
         rep = httpx.get(g.url + "/v1/nometer/report").json()
         text = scrape(g, 1)
-    finally:
-        g.stop()
     savings = Decimal(rep["totals"]["savings_usd"]["text-embedding-3-small"])
     assert savings < 0
     line = next(x for x in text.splitlines() if x.startswith("nometer_savings_usd{"))

@@ -208,8 +208,7 @@ def test_open_mode_still_attributes_known_keys(
     tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_env(monkeypatch)
-    g = GatewayServer(gateway_settings(tmp_path, [fake.base_url], auth={"admin_key_env": ADMIN_ENV})).start()
-    try:
+    with GatewayServer(gateway_settings(tmp_path, [fake.base_url], auth={"admin_key_env": ADMIN_ENV})) as g:
         assert g.runtime.governance.auth.mode == "open"  # the default on 127.0.0.1
         key, key_id = create_key(g, "alpha")
         client(g, "whatever").chat.completions.create(model="fake-model", messages=MSG)
@@ -217,8 +216,6 @@ def test_open_mode_still_attributes_known_keys(
         rows = g.wait_rows(2)
         assert [(r["team"], r["key_id"]) for r in rows] == [(None, None), ("alpha", key_id)]
         assert httpx.get(g.url + "/v1/nometer/report").status_code == 200  # open: no key needed
-    finally:
-        g.stop()
 
 
 def test_refuses_to_start_open_on_a_public_address(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.http.hosted import usage_cost
 from tests.support.fake_anthropic import FakeAnthropic
@@ -99,8 +100,7 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
 def test_model_missing_falls_back_and_ledger_has_route_provider_cause_cost(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
 ) -> None:
-    g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}})
-    try:
+    with start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}}) as g:
         raw = client(g).chat.completions.with_raw_response.create(
             model="gpt-5-nano", messages=MSG, max_tokens=5
         )
@@ -129,30 +129,24 @@ def test_model_missing_falls_back_and_ledger_has_route_provider_cause_cost(
         raw = client(g).chat.completions.with_raw_response.create(model="fake-model", messages=MSG)
         assert "x-nometer-route" not in raw.headers
         assert g.row(raw.headers["x-request-id"])["route"] == "local"
-    finally:
-        g.stop()
 
 
 def test_model_missing_is_not_a_trigger_by_default(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
 ) -> None:
-    g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE]}})
-    try:
+    with start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE]}}) as g:
         with pytest.raises(openai.NotFoundError) as exc:
             client(g).chat.completions.create(model="gpt-5-nano", messages=MSG)
         assert exc.value.body["code"] == "model_not_found"  # type: ignore[index]
         assert cloud.requests == []
-    finally:
-        g.stop()
 
 
 def test_unavailable_backend_falls_back_streaming_through_anthropic(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic, env: None
 ) -> None:
-    g = start(
+    with start(
         tmp_path, local, cloud, anthropic, {"fallback": {"models": [CLAUDE], "triggers": ["unavailable"]}}
-    )
-    try:
+    ) as g:
         local.stop()
         wait_for(lambda: not g.runtime.router.backends[0].healthy)
         chunks = list(
@@ -191,43 +185,37 @@ def test_unavailable_backend_falls_back_streaming_through_anthropic(
         r = client(g).chat.completions.create(model="fake-model", messages=MSG, max_tokens=2)
         assert r.object == "chat.completion" and r.choices[0].message.content == " w0 w1"
         assert r.choices[0].finish_reason == "length"
-    finally:
-        g.stop()
 
 
 def test_connection_failure_at_send_time_falls_back(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
 ) -> None:
-    g = start(
+    with start(
         tmp_path,
         local,
         cloud,
         None,
         {"fallback": {"models": [OPENAI_FAKE], "triggers": ["unavailable"]}},
         routing={"health_interval_s": 60},
-    )
-    try:
+    ) as g:
         local.stop()  # still believed healthy: the proxy finds out when it connects
         raw = client(g).chat.completions.with_raw_response.create(model="fake-model", messages=MSG)
         assert raw.headers["x-nometer-fallback-cause"] == "unavailable"
         row = g.row(raw.headers["x-request-id"])
         assert (row["route"], row["fallback_cause"], row["backend"]) == ("hosted", "unavailable", None)
-    finally:
-        g.stop()
 
 
 def test_overloaded_backend_falls_back_from_vllm_metrics(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
 ) -> None:
-    g = start(
+    with start(
         tmp_path,
         local,
         cloud,
         None,
         {"fallback": {"models": [OPENAI_FAKE], "triggers": ["overloaded"]}},
         overload={"max_waiting": 2, "max_kv_cache_usage": 0.9},
-    )
-    try:
+    ) as g:
         backend = g.runtime.router.backends[0]
         assert backend.waiting == 0
         local.config.waiting = 5
@@ -244,27 +232,24 @@ def test_overloaded_backend_falls_back_from_vllm_metrics(
         assert "x-nometer-route" not in raw.headers
         causes = [r["fallback_cause"] for r in g.wait_rows(3)]
         assert causes == ["overloaded", "overloaded", None]
-    finally:
-        g.stop()
 
 
 def test_prompt_longer_than_max_model_len_falls_back(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
 ) -> None:
     local.config.max_model_len = 64
-    g = start(
+    with start(
         tmp_path,
         local,
         cloud,
         None,
         {"fallback": {"models": [OPENAI_FAKE], "triggers": ["context_too_long"]}},
-    )
-    try:
+    ) as g:
         assert g.runtime.router.backends[0].max_model_len["fake-model"] == 64
         c = client(g)
         short = c.chat.completions.with_raw_response.create(model="fake-model", messages=MSG, max_tokens=8)
         assert "x-nometer-route" not in short.headers
-        long_prompt = [{"role": "user", "content": "word " * 100}]
+        long_prompt: list[ChatCompletionMessageParam] = [{"role": "user", "content": "word " * 100}]
         raw = c.chat.completions.with_raw_response.create(
             model="fake-model", messages=long_prompt, max_tokens=8
         )
@@ -273,21 +258,18 @@ def test_prompt_longer_than_max_model_len_falls_back(
         raw = c.chat.completions.with_raw_response.create(model="fake-model", messages=MSG, max_tokens=60)
         assert raw.headers["x-nometer-fallback-cause"] == "context_too_long"
         assert len(local.requests_to("/v1/chat/completions")) == 1
-    finally:
-        g.stop()
 
 
 def test_next_hosted_model_when_the_first_fails(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic, env: None
 ) -> None:
-    g = start(
+    with start(
         tmp_path,
         local,
         cloud,
         anthropic,
         {"fallback": {"models": ["anthropic/fault-overloaded", OPENAI_FAKE], "triggers": ALL}},
-    )
-    try:
+    ) as g:
         r = client(g).chat.completions.create(model="nope", messages=MSG, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in r if c.choices)
         assert [q.body["model"] for q in anthropic.requests] == ["fault-overloaded"]
@@ -298,15 +280,13 @@ def test_next_hosted_model_when_the_first_fails(
             client(g).chat.completions.create(model="nope", messages=MSG, stream=True)
         assert exc.value.status_code == 502
         assert exc.value.body["code"] == "hosted_fallback_failed"  # type: ignore[index]
-    finally:
-        g.stop()
 
 
 def test_local_only_team_is_refused_and_nothing_leaves_the_box(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, anthropic: FakeAnthropic, env: None
 ) -> None:
     team = {"local_only": True, "fallback": {"models": [OPENAI_FAKE, CLAUDE], "triggers": ALL}}
-    g = start(
+    with start(
         tmp_path,
         local,
         cloud,
@@ -314,8 +294,7 @@ def test_local_only_team_is_refused_and_nothing_leaves_the_box(
         {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}},
         auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"},
         teams={"private": team},
-    )
-    try:
+    ) as g:
         key, key_id = create_key(g, "private")
         c = client(g, key)
         assert c.chat.completions.create(model="fake-model", messages=MSG).choices  # local: fine
@@ -340,8 +319,6 @@ def test_local_only_team_is_refused_and_nothing_leaves_the_box(
             (None, "hosted", "ok"),
         ]
         assert rows[1]["status"] == 503 and rows[1]["key_id"] == key_id
-    finally:
-        g.stop()
 
 
 def test_budget_holds_under_concurrency(
@@ -352,7 +329,7 @@ def test_budget_holds_under_concurrency(
     cloud.config.slow_delay_s = 0.5  # all eight are in flight together
     budget = Decimal("0.005")
     team = {"budget": {"usd_per_day": str(budget)}, "fallback": {"models": [OPENAI_SLOW], "triggers": ALL}}
-    g = start(
+    with start(
         tmp_path,
         local,
         cloud,
@@ -360,8 +337,7 @@ def test_budget_holds_under_concurrency(
         {},
         auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"},
         teams={"research": team},
-    )
-    try:
+    ) as g:
         key, _ = create_key(g, "research")
         c = async_client(g, key)
 
@@ -392,8 +368,6 @@ def test_budget_holds_under_concurrency(
             view = h.get("/v1/nometer/usage").json()
         day = next(iter(view["budget"]))
         assert Decimal(view["budget"][day]["committed_usd"]) == spent
-    finally:
-        g.stop()
 
 
 def test_budget_without_max_tokens_caps_the_hosted_call(
@@ -403,21 +377,17 @@ def test_budget_without_max_tokens_caps_the_hosted_call(
         "budget": {"usd_per_month": "1", "assume_max_tokens": 7},
         "fallback": {"models": [OPENAI_FAKE], "triggers": ALL},
     }
-    g = start(tmp_path, local, cloud, None, policy)
-    try:
+    with start(tmp_path, local, cloud, None, policy) as g:
         r = client(g).chat.completions.create(model="gpt-4.1-mini", messages=MSG)
         assert r.usage is not None and r.usage.completion_tokens == 7
         assert cloud.requests_to("/v1/chat/completions")[-1].body["max_tokens"] == 7
-    finally:
-        g.stop()
 
 
 def test_client_leaving_a_hosted_stream_closes_the_provider_connection(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
 ) -> None:
     cloud.config.chunk_delay_s = 0.02
-    g = start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}})
-    try:
+    with start(tmp_path, local, cloud, None, {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}}) as g:
         with httpx.stream(
             "POST",
             g.base_url + "/chat/completions",
@@ -430,15 +400,13 @@ def test_client_leaving_a_hosted_stream_closes_the_provider_connection(
         row = g.wait_rows(1)[-1]
         assert (row["route"], row["outcome"]) == ("hosted", "client_gone")
         assert row["hosted_cost_pusd"] > 0  # what was streamed is charged (estimated)
-    finally:
-        g.stop()
 
 
 def test_report_shows_hosted_spend_by_cause_per_team(
     tmp_path: Path, local: FakeUpstream, cloud: FakeUpstream, env: None
 ) -> None:
     team = {"fallback": {"models": [OPENAI_FAKE], "triggers": ALL}}
-    g = start(
+    with start(
         tmp_path,
         local,
         cloud,
@@ -447,8 +415,7 @@ def test_report_shows_hosted_spend_by_cause_per_team(
         auth={"admin_key_env": "NOMETER_TEST_ADMIN_KEY"},
         teams={"a": team, "b": team},
         overload={"max_waiting": 1},
-    )
-    try:
+    ) as g:
         ka, _ = create_key(g, "a")
         kb, _ = create_key(g, "b")
         client(g, ka).chat.completions.create(model="missing-1", messages=MSG)
@@ -467,8 +434,6 @@ def test_report_shows_hosted_spend_by_cause_per_team(
         assert set(groups["b"]["hosted_spend_by_cause"]) == {"model_missing", "overloaded"}
         total = sum(Decimal(r["hosted_cost_pusd"]) for r in rows) / PICO
         assert Decimal(report["totals"]["hosted_spend_usd"]) == total
-    finally:
-        g.stop()
 
 
 def test_no_fallback_configured_never_imports_litellm(tmp_path: Path) -> None:

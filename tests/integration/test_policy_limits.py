@@ -16,6 +16,7 @@ import openai
 import pytest
 import redis
 import yaml
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.settings import load_settings
 from tests.support.fake_upstream import FakeUpstream
@@ -46,8 +47,7 @@ def test_allowed_models_and_aliases(
     tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_env(monkeypatch)
-    g = start(tmp_path, fake, {"web": {"models": ["gpt-4.1", "fault-*"]}})
-    try:
+    with start(tmp_path, fake, {"web": {"models": ["gpt-4.1", "fault-*"]}}) as g:
         key, _ = create_key(g, "web")
         c = client(g, key)
         assert c.chat.completions.create(model="gpt-4.1", messages=MSG).choices  # the alias is allowed
@@ -72,16 +72,13 @@ def test_allowed_models_and_aliases(
             ("web", "upstream_error", 500),
             ("unlisted", "ok", 200),
         ]
-    finally:
-        g.stop()
 
 
 def test_requests_per_minute_per_key_and_per_team(
     tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_env(monkeypatch)
-    g = start(tmp_path, fake, {"web": {"limits": {"key": {"rpm": 2}, "team": {"rpm": 3}}}})
-    try:
+    with start(tmp_path, fake, {"web": {"limits": {"key": {"rpm": 2}, "team": {"rpm": 3}}}}) as g:
         k1, id1 = create_key(g, "web")
         k2, _ = create_key(g, "web")
         c1, c2 = client(g, k1), client(g, k2)
@@ -98,14 +95,11 @@ def test_requests_per_minute_per_key_and_per_team(
             c2.chat.completions.create(model="fake-model", messages=MSG)
         assert "team `web`" in exc.value.body["message"]  # type: ignore[index]
         assert len(fake.requests_to("/v1/chat/completions")) == 3
-    finally:
-        g.stop()
 
 
 def test_tokens_per_minute(tmp_path: Path, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
     use_env(monkeypatch)
-    g = start(tmp_path, fake, {"batch": {"limits": {"team": {"tpm": 100}}}})
-    try:
+    with start(tmp_path, fake, {"batch": {"limits": {"team": {"tpm": 100}}}}) as g:
         key, _ = create_key(g, "batch")
         c = client(g, key)
         for _ in range(2):  # admitted on the prompt estimate: 60 completion tokens are not known yet
@@ -115,11 +109,9 @@ def test_tokens_per_minute(tmp_path: Path, fake: FakeUpstream, monkeypatch: pyte
         with pytest.raises(openai.RateLimitError) as exc:
             c.chat.completions.create(model="fake-model", messages=MSG, max_tokens=60)
         assert exc.value.body["type"] == "tokens"  # type: ignore[index]
-        long = [{"role": "user", "content": "w " * 500}]
+        long: list[ChatCompletionMessageParam] = [{"role": "user", "content": "w " * 500}]
         with pytest.raises(openai.RateLimitError):
             c.chat.completions.create(model="fake-model", messages=long)
-    finally:
-        g.stop()
 
 
 @pytest.mark.redis
@@ -194,7 +186,9 @@ def test_budget_is_shared_through_redis(
             rows = g.wait_rows(3)
             spent_pico = sum(row["hosted_cost_pusd"] or 0 for row in rows)
             day = rows[0]["day"]
-            nano = int(r.get(f"{prefix}:budget:r:{day}"))
+            stored = r.get(f"{prefix}:budget:r:{day}")
+            assert stored is not None
+            nano = int(stored)
             assert abs(nano * 1000 - spent_pico) < 1000 * 2  # the same money, rounded up to nano-dollars
         finally:
             g.stop()
@@ -218,8 +212,7 @@ def test_reload_in_the_middle_of_a_stream(
         "routing": {"health_interval_s": 0.5},
         "auth": {"mode": "keys", "admin_key_env": ADMIN_ENV},
     }
-    g = GatewayServer(load_settings(cfg, env={}, overrides=overrides)).start()
-    try:
+    with GatewayServer(load_settings(cfg, env={}, overrides=overrides)) as g:
         key, _ = create_key(g, "web")
         fake.config.chunks, fake.config.chunk_delay_s = 30, 0.05
         reloaded = threading.Event()
@@ -235,7 +228,7 @@ def test_reload_in_the_middle_of_a_stream(
                 result["reload"] = a.post("/v1/nometer/admin/reload").json()
             reloaded.set()
 
-        text = []
+        text: list[str] = []
         stream = client(g, key).chat.completions.create(model="fake-model", messages=MSG, stream=True)
         for i, chunk in enumerate(stream):
             if i == 2:
@@ -255,14 +248,11 @@ def test_reload_in_the_middle_of_a_stream(
         assert bad.status_code == 400 and "not reloaded" in bad.json()["error"]["message"]
         with pytest.raises(openai.PermissionDeniedError):
             client(g, key).chat.completions.create(model="fake-model", messages=MSG)
-    finally:
-        g.stop()
 
 
 def test_without_policy_nothing_changes(tmp_path: Path, fake: FakeUpstream) -> None:
     """No keys, no teams: any key or none works, no ledger row has a team."""
-    g = GatewayServer(gateway_settings(tmp_path, [fake.base_url])).start()
-    try:
+    with GatewayServer(gateway_settings(tmp_path, [fake.base_url])) as g:
         for key in ("unused", "sk-anything"):
             assert client(g, key).chat.completions.create(model="fake-model", messages=MSG).choices
         assert (
@@ -276,5 +266,3 @@ def test_without_policy_nothing_changes(tmp_path: Path, fake: FakeUpstream) -> N
         t0 = time.monotonic()
         assert httpx.get(g.url + "/v1/nometer/usage").status_code == 200
         assert time.monotonic() - t0 < 5
-    finally:
-        g.stop()

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 from tests.support.teams import OPENAI_FAKE, hosted_catalogue, use_env
 from tests.support.vllm import VllmServer
 
-MSG = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+MSG: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Write a Python function that adds two numbers."}
+]
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def test_load_and_context_come_from_vllm(gw: tuple[GatewayServer, FakeUpstream])
     c = openai.OpenAI(base_url=g.base_url, api_key="unused", max_retries=0, timeout=120)
     raw = c.chat.completions.with_raw_response.create(model="tiny-llama", messages=MSG, max_tokens=4)
     assert "x-nometer-route" not in raw.headers and raw.parse().usage.completion_tokens == 4  # type: ignore[union-attr]
-    long = [{"role": "user", "content": "hello " * (limit + 10)}]
+    long: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello " * (limit + 10)}]
     raw = c.chat.completions.with_raw_response.create(model="tiny-llama", messages=long, max_tokens=4)
     assert raw.headers["x-nometer-fallback-cause"] == "context_too_long"
     assert len(cloud.requests_to("/v1/chat/completions")) == 1

@@ -63,15 +63,12 @@ def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
         finally:
             for g in gws:
                 g.stop()  # drains both recorders into PostgreSQL
-        g2 = GatewayServer(
+        with GatewayServer(
             gateway_settings(
                 tmp_path / "r", [fake.base_url], ledger={"url": pg_url, "path": str(tmp_path / "r.db")}
             )
-        ).start()
-        try:
+        ) as g2:
             rep = httpx.get(g2.url + "/v1/nometer/report", params={"by": "tag"}).json()
-        finally:
-            g2.stop()
 
     import asyncio
 

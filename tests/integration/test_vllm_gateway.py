@@ -12,11 +12,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.gateway_server import GatewayServer, gateway_settings
 from tests.support.vllm import VllmServer
 
-MSG = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+MSG: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Write a Python function that adds two numbers."}
+]
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +232,9 @@ def test_prefix_cache_is_metered_and_report_matches_ledger(gw: GatewayServer, cl
 
     from tests.integration.test_meter import independent_totals, nometer
 
-    long = [{"role": "user", "content": "def add(a, b): return a + b\n" * 120}]
+    long: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "def add(a, b): return a + b\n" * 120}
+    ]
     client.chat.completions.create(model="tiny-llama", messages=long, max_tokens=2)
     raw = client.chat.completions.with_raw_response.create(model="tiny-llama", messages=long, max_tokens=2)
     usage = raw.parse().usage

@@ -51,6 +51,10 @@ class GatewayServer:
         return self.app.runtime
 
     def start(self, timeout: float = 15) -> GatewayServer:
+        """Start serving (once: a server that already runs is returned as is, so helpers may
+        return a started server and tests still write ``with helper(...) as g:``)."""
+        if self._thread.is_alive():
+            return self
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_upstream import FakeUpstream
@@ -17,7 +18,7 @@ ADMIN_ENV = "NOMETER_TEST_ADMIN_KEY"
 ADMIN_KEY = "nm-admin-test-secret"
 OPENAI_KEY_ENV = "NOMETER_TEST_OPENAI_KEY"
 ANTHROPIC_KEY_ENV = "NOMETER_TEST_ANTHROPIC_KEY"
-MSG = [{"role": "user", "content": "say something nice"}]
+MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "say something nice"}]
 
 # litellm names of the fake providers' models, and what they are priced as
 OPENAI_FAKE = "openai/fake-model"  # FakeUpstream speaking OpenAI, priced as gpt-4.1-mini

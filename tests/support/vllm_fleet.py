@@ -10,15 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gateway.backends.cpu_vllm import VllmError, ensure_model, ensure_venv
 from tests.support.vllm import (
     CHAT_ARGS,
     CHAT_NAME,
     EMBED_ARGS,
     EMBED_NAME,
-    VllmError,
     VllmServer,
-    ensure_model,
-    ensure_venv,
     launch_server,
 )
 

@@ -6,7 +6,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
+import httpx2 as httpx  # the openai SDK's own HTTP client types
 import openai
 
 from adapters.base import UpstreamConnectError, UpstreamTimeout

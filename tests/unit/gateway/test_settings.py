@@ -40,7 +40,7 @@ def test_env_config_path_and_backends(tmp_path: Path) -> None:
 def test_settings_are_frozen_and_strict(tmp_path: Path) -> None:
     s = load_settings(env={})
     with pytest.raises(ValidationError):
-        s.server.port = 1  # type: ignore[misc]
+        s.server.port = 1
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("server: {prot: 1}\n")
     with pytest.raises(ValidationError):

@@ -10,6 +10,7 @@ from gateway.ledger.events import EVENT_COLUMNS, RequestRecord
 from gateway.ledger.recorder import Recorder
 from gateway.ledger.schema import LATEST
 from gateway.ledger.sqlite import SQLiteStore
+from gateway.ledger.store import LedgerBatchLike
 from gateway.meter.rows import make_finalizer
 from gateway.settings import LedgerSettings
 
@@ -84,11 +85,11 @@ async def test_schema_is_versioned_and_reopen_is_idempotent(tmp_path: Path) -> N
 class _FailingStore(SQLiteStore):
     fails = 2
 
-    async def insert_batch(self, rows: object) -> None:  # type: ignore[override]
+    async def insert_batch(self, rows: LedgerBatchLike) -> None:
         if self.fails:
             self.fails -= 1
             raise sqlite3.OperationalError("database is locked")
-        await super().insert_batch(rows)  # type: ignore[arg-type]
+        await super().insert_batch(rows)
 
 
 async def test_write_failure_is_retried(tmp_path: Path) -> None:
