@@ -39,6 +39,7 @@ _DROP_REQUEST = frozenset(
         b"content-length",
         b"authorization",
         b"api-key",
+        b"x-api-key",
         b"cookie",
         b"accept-encoding",
         b"expect",

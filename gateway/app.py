@@ -28,7 +28,7 @@ from gateway.backends.pool import BackendPool, build_backends
 from gateway.backends.routing import Router
 from gateway.http.boundary import ErrorBoundary, hold
 from gateway.http.middleware import RequestIdMiddleware
-from gateway.http.proxy import Proxy, send_error
+from gateway.http.proxy import Proxy, forwards_get, send_error
 from gateway.ids import new_id
 from gateway.ledger.factory import open_store
 from gateway.ledger.recorder import Recorder
@@ -147,9 +147,11 @@ def _server_error(request: Request, exc: Exception) -> Response:
 
 
 class NometerApp:
-    """Top-level dispatcher: proxied POSTs to the hot path (which identifies its own callers), the
-    rest to the control app, with the caller's identity in ``scope["nometer.identity"]`` for
-    ``/v1/`` routes (401 in keys mode without a valid key; see ``gateway.policy.auth``)."""
+    """Top-level dispatcher: proxied POSTs and vLLM's GET routes (``/v1/responses/{id}``,
+    ``/version``, ``/load``, ``/ping``, ``/health``) to the hot path (which identifies its own
+    callers), the rest to the control app, with the caller's identity in
+    ``scope["nometer.identity"]`` for ``/v1/`` routes (401 in keys mode without a valid key; see
+    ``gateway.policy.auth``)."""
 
     def __init__(self, runtime: Runtime, control: Starlette):
         self.runtime = runtime
@@ -161,10 +163,9 @@ class NometerApp:
         self.auth = runtime.governance.auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and not scope["path"].startswith("/v1/nometer/")
+        if scope["type"] == "http" and (
+            (scope["method"] == "POST" and not scope["path"].startswith("/v1/nometer/"))
+            or (scope["method"] == "GET" and forwards_get(scope["path"]))
         ):
             await self.proxy(scope, receive, send)
         else:

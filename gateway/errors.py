@@ -2,8 +2,10 @@
 
 Each class carries the HTTP status, the OpenAI error ``type`` and a stable ``code``; one function
 renders the OpenAI envelope ``{"error": {"message", "type", "param", "code"}}`` for all of them.
-Errors are mapped by class, never by message text. Upstream 4xx/5xx responses are *not* wrapped:
-they pass through unchanged.
+On the Anthropic routes (``/v1/messages``...) the same error is rendered in Anthropic's envelope
+``{"type": "error", "error": {"type", "message"}}``, its ``type`` chosen by status as Anthropic
+does (``anthropic_type``). Errors are mapped by class, never by message text. Upstream 4xx/5xx
+responses are *not* wrapped: they pass through unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ class GatewayError(Exception):
 
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)
+
+    def anthropic_body(self) -> bytes:
+        """Anthropic's envelope, for the Anthropic routes (the SDK maps its class from the status)."""
+        return orjson.dumps(
+            {"type": "error", "error": {"type": anthropic_type(self.status), "message": self.message}}
+        )
 
 
 class InvalidRequest(GatewayError):
@@ -200,3 +208,29 @@ class CapExceeded(Refusal):
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+# Anthropic's error types by status (docs.anthropic.com "Errors"); others are `api_error`.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status, "api_error")
+
+
+ANTHROPIC_PREFIX = "/v1/messages"
+
+
+def is_anthropic(path: str) -> bool:
+    """The Anthropic Messages routes (``/v1/messages``, ``/v1/messages/count_tokens``)."""
+    return path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")

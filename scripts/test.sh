@@ -6,6 +6,8 @@
 #      tests), lint-imports (the layer contracts in pyproject.toml); any failure stops here
 #   2. PostgreSQL and Redis on 127.0.0.1, started if they do not answer
 #   2b. Debian's chromium, for the browser test of the dashboard
+#   2c. the Node clients (OpenAI Node SDK, Codex CLI, Claude Code) from tests/clients/node's
+#       package-lock.json (`npm ci`, only when the lock changed; each CLI's binary is inside its package)
 #   3. the CPU vLLM venv and tiny model, cached in $NOMETER_CACHE (default ~/.cache/nometer):
 #      about 2 min and 2.5 GB the first time, nothing after
 #   4. python -m pytest "$@"; its exit status is ours (5, "no tests collected", is an error too)
@@ -79,6 +81,16 @@ fi
 # Debian's Chromium, for the dashboard's browser test (Playwright drives it; never `playwright install`)
 step "Chromium"
 need chromium chromium
+
+step "Node clients (npm ci)"
+need npm npm
+node_dir=tests/clients/node
+node_stamp=$node_dir/node_modules/.nometer-lock
+node_hash=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_hash" ]; then
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$node_hash" >"$node_stamp"
+fi
 
 if [ "${NOMETER_SKIP_VLLM:-}" = 1 ]; then
   if [ "${CI:-}" = true ]; then echo "NOMETER_SKIP_VLLM=1 is refused in CI" >&2; exit 2; fi

@@ -15,6 +15,7 @@ class Backend:
     static_models: tuple[str, ...] | None = None
     models: frozenset[str] = frozenset()
     max_model_len: dict[str, int] = field(default_factory=dict)
+    cards: dict[str, dict[str, object]] = field(default_factory=dict)  # GET /v1/models entries, as served
     healthy: bool = False
     outstanding: int = 0
     last_error: str | None = None

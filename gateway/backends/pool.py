@@ -69,6 +69,7 @@ class BackendPool:
                 listing = await up.get_json("/v1/models", self._health_s)
                 data = listing.get("data", []) if isinstance(listing, dict) else []
                 models = frozenset(str(m["id"]) for m in data if isinstance(m, dict) and "id" in m)
+                backend.cards = {str(m["id"]): m for m in data if isinstance(m, dict) and "id" in m}
                 backend.max_model_len = {
                     str(m["id"]): int(m["max_model_len"])
                     for m in data

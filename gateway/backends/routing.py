@@ -78,5 +78,9 @@ class Router:
         names.update(a for a, t in self.aliases.items() if t in self._by_model)
         return sorted(names)
 
+    def served_names(self) -> list[str]:
+        """The models backends serve (aliases not included), sorted."""
+        return sorted(self._by_model)
+
     def served_by(self, served: str) -> list[Backend]:
         return list(self._by_model.get(served, ()))

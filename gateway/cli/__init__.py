@@ -1,11 +1,11 @@
-"""The ``nometer`` command: ``serve`` runs the gateway, ``usage`` reads the ledger."""
+"""The ``nometer`` command: ``serve`` runs the gateway, ``usage``/``report``/``runs`` read the ledger."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from gateway.cli import keys, meter, usage
+from gateway.cli import keys, meter, runs, usage
 from gateway.cli.serve import serve
 
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=serve)
     usage.register(sub)
     meter.register(sub)
+    runs.register(sub)
     keys.register(sub)
     args = p.parse_args(argv)
     rc: int = args.func(args)

@@ -6,8 +6,10 @@ left). ``ErrorBoundary`` wraps it and catches the rest: a bug, or a foreign exce
 translated. The client never sees a plain-text 500 or a traceback:
 
 * nothing sent yet: the error's envelope (a ``GatewayError`` that escaped keeps its own status;
-  anything else is 500 ``internal_error``), with ``x-request-id``;
-* an event stream already started: ``data: {"error": ...}`` then ``data: [DONE]``, in-band;
+  anything else is 500 ``internal_error``), with ``x-request-id``; Anthropic's envelope on the
+  Anthropic routes;
+* an event stream already started: ``data: {"error": ...}`` then ``data: [DONE]``, in-band (an
+  ``event: error`` on the Anthropic routes);
 * another body already started: the body is ended there (the client sees it cut short).
 
 The failure is logged with the request id and the traceback. The ledger: the proxy hands its
@@ -32,7 +34,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
-from gateway.http.sse import error_event
+from gateway.http.sse import anthropic_error_event, error_event
 from gateway.ids import new_id
 from gateway.ledger import events as ev
 from gateway.ledger.events import RequestRecord
@@ -135,11 +137,18 @@ class ErrorBoundary:
         if rec.latency_s is None:
             rec.latency_s = time.perf_counter() - t0
         h.rec = rec
+        anthropic = errors.is_anthropic(scope.get("path", ""))
         try:
             if not h.started:
-                await _send_envelope(send, err, rec.request_id)
+                await _send_envelope(send, err, rec.request_id, anthropic)
             elif not h.ended:
-                tail = error_event(err.message, err.type, err.code) if h.sse else b""
+                tail = b""
+                if h.sse:
+                    tail = (
+                        anthropic_error_event(err.message)
+                        if anthropic
+                        else error_event(err.message, err.type, err.code)
+                    )
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
         except Exception:  # the client is gone as well: nothing more to tell it
             pass
@@ -177,8 +186,8 @@ def _model_of(chunks: list[bytes]) -> str:
     return model[:200] if isinstance(model, str) else ""
 
 
-async def _send_envelope(send: Send, err: errors.GatewayError, request_id: str) -> None:
-    body = err.body()
+async def _send_envelope(send: Send, err: errors.GatewayError, request_id: str, anthropic: bool) -> None:
+    body = err.anthropic_body() if anthropic else err.body()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

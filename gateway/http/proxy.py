@@ -1,4 +1,4 @@
-"""The hot path: one pure-ASGI handler for every proxied POST.
+"""The hot path: one pure-ASGI handler for every proxied request (POSTs and vLLM's GET routes).
 
 Per request: identify the caller, read the body (bounded), decode its JSON once, admit it (team
 policy: a plan that is the local route, or a hosted model and the cause; see ``admission``), pick
@@ -6,6 +6,12 @@ a backend, forward, relay the answer as it arrives, and hand exactly one record 
 the end, whatever the end (done, upstream error, timeout, client gone). Nothing here awaits the
 ledger. A hosted plan, or a local connect failure the policy allows to fall back (before any byte
 reached the client), is served by ``gateway.http.hosted``.
+
+Requests that name no model (``GET /v1/responses/{id}``, ``POST /v1/responses/{id}/cancel`` with no
+body, ``/version``, ``/tokenize`` without ``model``) go to the backend that holds the response
+(``gateway.backends.affinity``), else to the backend of the only served model, else (no body at
+all) to one of the first served model's backends. On the Anthropic routes (``/v1/messages``...)
+the gateway's own errors use Anthropic's envelope.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 from adapters.base import UpstreamBrokenStream, UpstreamConnectError, UpstreamResponse, UpstreamTimeout
 from gateway import errors
+from gateway.backends.affinity import ResponseAffinity, response_id_in, response_id_of_path
 from gateway.backends.backend import Backend
 from gateway.backends.pool import BackendPool
 from gateway.backends.routing import Route, Router
 from gateway.http.request import read_body, request_model
-from gateway.http.sse import DONE, UsageChunkFilter, error_event
+from gateway.http.sse import DONE, UsageChunkFilter, anthropic_error_event, error_event, finished
 from gateway.ids import new_id
 from gateway.ledger import events as ev
 from gateway.ledger.events import RequestRecord
@@ -35,10 +42,27 @@ from gateway.settings import FallbackCause, RoutingSettings
 
 # Endpoints whose streams carry usage only when asked through stream_options.
 _STREAM_OPTIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
-# Endpoints where a missing `model` is a client error (OpenAI requires it).
-_MODEL_REQUIRED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"})
+# Endpoints where a missing `model` is a client error (OpenAI and Anthropic require it).
+_MODEL_REQUIRED = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    }
+)
+_RESPONSES = "/v1/responses"
 _JSON = (b"content-type", b"application/json")
 _RECEIPT_ID = b"x-nometer-receipt-id"  # the server's id of the ledger row (request ids are the client's)
+# vLLM's GET routes that the gateway forwards (everything else GET is the control app's). These
+# server-level ones are probes, not usage: relayed, never recorded. GET /v1/responses/{id} is.
+FORWARDED_GET = frozenset({"/version", "/load", "/ping", "/health"})
+
+
+def forwards_get(path: str) -> bool:
+    return path in FORWARDED_GET or path.startswith(_RESPONSES + "/")
 
 
 class ClientGone(Exception):
@@ -68,39 +92,41 @@ class Proxy:
         self.max_body = max_body_bytes
         self.rename_response = routing.response_model == "requested"
         self.retry = routing.retry_other_backend
+        self.affinity = ResponseAffinity()
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        rid = tag = None
+        rid = tag = run = session = None
         for k, v in headers:
             if k == b"x-request-id":
                 rid = v.decode("latin-1")
-            elif k == b"x-nometer-tag":
-                tag = v.decode("latin-1")
+            elif k.startswith(b"x-nometer-"):
+                if k == b"x-nometer-tag":
+                    tag = v.decode("latin-1")
+                elif k == b"x-nometer-run":
+                    run = v.decode("latin-1")[:200] or None
+                elif k == b"x-nometer-session":
+                    session = v.decode("latin-1")[:200] or None
         if not rid:
             rid = new_id()
         REQUEST_ID.set(rid)  # log lines from this request carry its id
         path: str = scope["path"]
+        anthropic = errors.is_anthropic(path)
         started, t0 = time.time(), time.perf_counter()
         payload: dict[str, Any] | None = None
         ident = None
         model = ""
+        pinned: Backend | None = None
         try:
             ident = self.gate.identify(headers)  # 401 before the body is even read
             body = await read_body(scope, receive, self.gate.body_limit(ident, self.max_body))
             payload, named = request_model(path, headers, body)
             if named is not None:
                 model = named
+                pinned = self._previous_response_backend(payload)
             else:
-                if path in _MODEL_REQUIRED:
-                    raise errors.MissingModel("you must provide a model parameter", param="model")
-                names = self.router.model_names()
-                if len(names) != 1:
-                    raise errors.MissingModel(
-                        "this endpoint needs a `model` to choose a backend", param="model"
-                    )
-                model = names[0]
+                model, pinned = self._modelless(path, bool(body))
             plan = await self.gate.admit(ident, path, payload, model)
         except errors.Refusal as exc:  # policy said no: the team's ledger shows it
             rec = RequestRecord(
@@ -110,6 +136,8 @@ class Proxy:
                 started,
                 t0,
                 tag=tag,
+                run=run,
+                session=session,
                 request=payload,
                 status=exc.status,
                 outcome=ev.REFUSED,
@@ -117,12 +145,12 @@ class Proxy:
                 key_id=ident.key_id if ident else None,
                 team=ident.team if ident else None,
             )
-            await send_error(send, exc, rid)
+            await send_error(send, exc, rid, anthropic)
             rec.latency_s = time.perf_counter() - t0
             self.record(rec)
             return
         except errors.GatewayError as exc:
-            await send_error(send, exc, rid)
+            await send_error(send, exc, rid, anthropic)
             return
         rec = RequestRecord(
             rid,
@@ -131,19 +159,44 @@ class Proxy:
             started,
             t0,
             tag=tag,
+            run=run,
+            session=session,
             request=payload,
             team=plan.rules.team,
             key_id=ident.key_id if ident else None,
         )
         self.inflight += 1
         try:
-            await self._serve(scope, receive, send, rec, plan, body, payload)
+            await self._serve(scope, receive, send, rec, plan, body, payload, pinned)
         finally:
             self.inflight -= 1
             rec.latency_s = time.perf_counter() - t0
-            self.record(rec)
+            if not (scope["method"] == "GET" and path in FORWARDED_GET):  # probes are not usage
+                self.record(rec)
             if plan.ticket is not None:
                 await self.gate.finish(plan, rec)
+
+    def _modelless(self, path: str, has_body: bool) -> tuple[str, Backend | None]:
+        """The model (and maybe the backend) for a request that names none (module docstring)."""
+        if path in _MODEL_REQUIRED:
+            raise errors.MissingModel("you must provide a model parameter", param="model")
+        response_id = response_id_of_path(path)
+        held = self.affinity.holder(response_id) if response_id else None
+        if held is not None:
+            return held.served, held.backend
+        names = self.router.served_names()
+        if len(names) == 1 or (names and not has_body):
+            return names[0], None
+        if not names:
+            raise errors.NoHealthyBackend(
+                "No backend serves any model right now.", headers={"retry-after": "5"}
+            )
+        raise errors.MissingModel("this endpoint needs a `model` to choose a backend", param="model")
+
+    def _previous_response_backend(self, payload: dict[str, Any] | None) -> Backend | None:
+        prev = payload.get("previous_response_id") if payload is not None else None
+        held = self.affinity.holder(prev) if isinstance(prev, str) else None
+        return held.backend if held is not None else None
 
     async def _serve(
         self,
@@ -154,6 +207,7 @@ class Proxy:
         plan: Plan,
         body: bytes,
         payload: dict[str, Any] | None,
+        pinned: Backend | None,
     ) -> None:
         route = plan.route
         client_payload = payload
@@ -170,10 +224,20 @@ class Proxy:
                     opts = payload.get("stream_options")
                     rec.client_wants_usage = isinstance(opts, dict) and opts.get("include_usage") is True
                     if not rec.client_wants_usage:
-                        opts = dict(opts) if isinstance(opts, dict) else {}
+                        # ask for the usage chunk only: continuous_usage_stats without include_usage
+                        # gives no usage directly, so it must not give usage on every chunk here
+                        opts = (
+                            {k: v for k, v in opts.items() if k != "continuous_usage_stats"}
+                            if isinstance(opts, dict)
+                            else {}
+                        )
                         opts["include_usage"] = True
                         payload = {**payload, "stream_options": opts}
                         changed = True
+                        n = payload.get("n")  # the filter holds the last choice's terminal chunk
+                        rec.forced_usage = (
+                            n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+                        )
                 else:
                     rec.client_wants_usage = True
             if changed:
@@ -188,7 +252,7 @@ class Proxy:
                 assert plan.cause is not None and client_payload is not None
                 return await self._hosted(send, rec, plan, plan.cause, client_payload, watch)
             try:
-                resp, backend, clocks = await self._connect(scope, rec, route, body, forward_headers)
+                resp, backend, clocks = await self._connect(scope, rec, route, body, forward_headers, pinned)
             except (errors.NoHealthyBackend, errors.UpstreamUnreachable, errors.UpstreamTimedOut):
                 # nothing reached the client yet: the policy may still send it to a hosted model
                 if client_payload is None or not plan.fallback_after("unavailable", scope["path"]):
@@ -200,10 +264,16 @@ class Proxy:
                     rec.outcome = ev.UPSTREAM_ERROR
                 rename = (route.requested, route.served) if (route.alias and self.rename_response) else None
                 ctype = next((v for k, v in resp.headers if k == b"content-type"), b"")
-                if rec.stream and ctype.startswith(b"text/event-stream"):
-                    await self._relay_stream(send, resp, rec, rename, watch)
+                remember = (
+                    (backend, route.served)
+                    if scope["path"] == _RESPONSES and resp.status < 400 and len(self.router.backends) > 1
+                    else None
+                )
+                if ctype.startswith(b"text/event-stream"):
+                    rec.stream = True
+                    await self._relay_stream(send, resp, rec, rename, watch, remember)
                 else:
-                    await self._relay_body(send, resp, rec, rename, watch)
+                    await self._relay_body(send, resp, rec, rename, watch, remember)
             finally:
                 share, energy = backend.release()
                 rec.busy_s = share - clocks[0]
@@ -214,14 +284,17 @@ class Proxy:
             rec.outcome = ev.TIMEOUT if isinstance(exc, errors.UpstreamTimedOut) else ev.UNREACHABLE
             if isinstance(exc, errors.Refusal):
                 rec.outcome = ev.REFUSED
-            await send_error(send, exc, rec.request_id)
+            await send_error(send, exc, rec.request_id, errors.is_anthropic(rec.endpoint))
         except asyncio.CancelledError:
             if not watch.gone:
                 raise  # server shutdown, not the client
             task.uncancel()
-            rec.outcome, rec.error = ev.CLIENT_GONE, "client disconnected"
             if resp is not None:
                 resp.close()  # drop the upstream connection: vLLM aborts the generation
+            # A client that closes right after the last event ([DONE], response.completed,
+            # message_stop) while the relay still waits for the upstream's end got everything.
+            if not (rec.chunks and finished(rec.chunks)):
+                rec.outcome, rec.error = ev.CLIENT_GONE, "client disconnected"
         finally:
             watch.finished = True
             watcher.cancel()
@@ -247,16 +320,31 @@ class Proxy:
         await hosted.serve(send_watched, rec, plan.rules, cause, payload)
 
     async def _connect(
-        self, scope: Scope, rec: RequestRecord, route: Route, body: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        scope: Scope,
+        rec: RequestRecord,
+        route: Route,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        pinned: Backend | None = None,
     ) -> tuple[UpstreamResponse, Backend, tuple[float, float]]:
-        """Send to the least-busy healthy backend; on a connection failure try the next one."""
+        """Send to the least-busy healthy backend (or the one holding the response the request
+        names); on a connection failure try the next one."""
         tried: set[Backend] = set()
+        path = scope["path"]
+        if scope.get("query_string"):
+            path += "?" + scope["query_string"].decode("latin-1")
+        if pinned is not None and not (pinned.healthy and route.served in pinned.models):
+            pinned = None
         while True:
-            backend = self.router.pick(route.served, tried) if tried else self.router.pick(route.served)
+            if pinned is not None and not tried:
+                backend = pinned
+            else:
+                backend = self.router.pick(route.served, tried) if tried else self.router.pick(route.served)
             rec.backend = backend.name
             clocks = backend.acquire()
             try:
-                return await backend.upstream.send("POST", scope["path"], body, headers), backend, clocks
+                return await backend.upstream.send(scope["method"], path, body, headers), backend, clocks
             except UpstreamConnectError as exc:
                 backend.release()
                 self.pool.mark_failed(backend, str(exc))
@@ -281,6 +369,7 @@ class Proxy:
         rec: RequestRecord,
         rename: tuple[str, str] | None,
         watch: _Watch,
+        remember: tuple[Backend, str] | None,
     ) -> None:
         try:
             data = await resp.read()
@@ -290,6 +379,8 @@ class Proxy:
             raise errors.UpstreamUnreachable(f"upstream closed the connection: {exc}") from exc
         rec.ttft_s = time.perf_counter() - rec.t0
         rec.response = data
+        if remember is not None and (response_id := response_id_in(data)) is not None:
+            self.affinity.remember(response_id, *remember)
         if rename is not None:
             data = _rename_model(data, rename)
         headers = [
@@ -309,15 +400,18 @@ class Proxy:
         rec: RequestRecord,
         rename: tuple[str, str] | None,
         watch: _Watch,
+        remember: tuple[Backend, str] | None,
     ) -> None:
         headers = [*resp.headers, (b"x-request-id", rec.request_id.encode()), (_RECEIPT_ID, rec.uid.encode())]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         chunks = rec.chunks
-        strip = None if rec.client_wants_usage else UsageChunkFilter()
+        strip = UsageChunkFilter(rec.forced_usage) if rec.forced_usage else None
         try:
             async for data in resp.chunks():
                 if rec.ttft_s is None:
                     rec.ttft_s = time.perf_counter() - rec.t0
+                    if remember is not None and (response_id := response_id_in(data)) is not None:
+                        self.affinity.remember(response_id, *remember)
                 chunks.append(data)
                 if strip is not None:
                     data = strip.feed(data)
@@ -331,7 +425,10 @@ class Proxy:
             rec.outcome = ev.TIMEOUT if isinstance(exc, UpstreamTimeout) else ev.UPSTREAM_ERROR
             rec.error = f"upstream failed mid-stream: {exc}"
             code = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_stream_broken"
-            tail = error_event(rec.error, "upstream_error", code)
+            if errors.is_anthropic(rec.endpoint):
+                tail = anthropic_error_event(rec.error)
+            else:
+                tail = error_event(rec.error, "upstream_error", code)
             if chunks and chunks[-1].endswith(DONE):
                 tail = b""
         watch.finished = True
@@ -353,8 +450,8 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], watch: _W
             return
 
 
-async def send_error(send: Send, exc: errors.GatewayError, request_id: str) -> None:
-    body = exc.body()
+async def send_error(send: Send, exc: errors.GatewayError, request_id: str, anthropic: bool = False) -> None:
+    body = exc.anthropic_body() if anthropic else exc.body()
     headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", request_id.encode())]
     headers += [(k.encode(), v.encode()) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})

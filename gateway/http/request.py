@@ -57,7 +57,7 @@ def json_object(body: bytes) -> dict[str, Any]:
 def request_model(
     path: str, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Parse the body once; return (JSON payload or None for multipart, model or None)."""
+    """Parse the body once; return (JSON payload, or None for multipart and no body; model or None)."""
     ctype = b""
     for k, v in headers:
         if k == b"content-type":
@@ -67,7 +67,7 @@ def request_model(
         m = _MULTIPART_MODEL.search(body)
         return None, m.group(1).decode("utf-8", "replace") if m else None
     if not body:
-        raise errors.InvalidJSON("We could not parse the JSON body of your request: the body is empty.")
+        return None, None  # GET, or a body-less POST (`/v1/responses/{id}/cancel`)
     payload = json_object(body)
     model = payload.get("model")
     if model is None:

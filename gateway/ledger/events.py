@@ -39,12 +39,15 @@ class RequestRecord:
     key_id: str | None = None
     team: str | None = None
     tag: str | None = None
+    run: str | None = None  # X-Nometer-Run: the agent run this request belongs to
+    session: str | None = None  # X-Nometer-Session: a conversation within the run
     status: int = 0
     outcome: str = OK
     error: str | None = None
     ttft_s: float | None = None
     latency_s: float | None = None
     client_wants_usage: bool = False
+    forced_usage: int = 0  # >0: the gateway asked for stream usage itself (the stream's choice count)
     busy_s: float | None = None  # this request's share of its backend's busy time
     joules: float | None = None  # its share of measured energy (None: not measured)
     hosted_cost_usd: str | None = None  # route=hosted: provider usage priced with the table (decimal string)
@@ -95,6 +98,9 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "local_energy_pusd",
     "local_hardware_pusd",
     "hosted_cost_pusd",
+    # agent runs (X-Nometer-Run / X-Nometer-Session)
+    "run_id",
+    "session_id",
 )
 SHADOW_COLUMNS: tuple[str, ...] = (
     "event_uid",

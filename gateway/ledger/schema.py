@@ -107,6 +107,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # 4: receipts are rebuilt from their stored inputs on demand; the recorder no longer builds
     # (and digests) a full receipt per request, so the digest column goes.
     (4, ("ALTER TABLE usage_events DROP COLUMN receipt_sha256",)),
+    # 5: agent runs. The run (X-Nometer-Run) and the conversation within it (X-Nometer-Session)
+    # of each request, so GET /v1/nometer/runs/{id} and `nometer runs` total a run's rows.
+    (
+        5,
+        (
+            "ALTER TABLE usage_events ADD COLUMN run_id TEXT",
+            "ALTER TABLE usage_events ADD COLUMN session_id TEXT",
+            "CREATE INDEX usage_events_run ON usage_events (run_id, ts)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -46,13 +46,8 @@ def answer_of(rec: RequestRecord, events: list[dict[str, Any]] | None) -> Answer
                 reasoning.append(ev["delta"])
         tool_calls = tuple({"type": "function", "function": c} for _, c in sorted(calls.items()))
         return Answer("".join(content), "".join(reasoning), tool_calls)
-    if not rec.response:
-        return Answer()
-    try:
-        body = orjson.loads(rec.response)
-    except orjson.JSONDecodeError:
-        return Answer()
-    if not isinstance(body, dict):
+    body = response_json(rec)
+    if body is None:
         return Answer()
     tcs: list[dict[str, Any]] = []
     for ch in body.get("choices") or ():
@@ -71,6 +66,17 @@ def answer_of(rec: RequestRecord, events: list[dict[str, Any]] | None) -> Answer
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 (reasoning if item.get("type") == "reasoning" else content).append(part["text"])
     return Answer("".join(content), "".join(reasoning), tuple(tcs))
+
+
+def response_json(rec: RequestRecord) -> dict[str, Any] | None:
+    """The non-stream response body as a JSON object, or None."""
+    if not rec.response:
+        return None
+    try:
+        body = orjson.loads(rec.response)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _collect(d: dict[str, Any], content: list[str], reasoning: list[str]) -> None:

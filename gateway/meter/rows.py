@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway.ledger.events import RequestRecord
 from gateway.ledger.store import Row
+from gateway.meter import anthropic
 from gateway.meter.answer import answer_of
 from gateway.meter.shadow import Shadow, ShadowMeter, box_json, pico, rounded_busy, rounded_joules
 from gateway.meter.usage import Usage, extract
@@ -77,6 +78,8 @@ def to_row(rec: RequestRecord, usage: Usage, uid: str, shadow: Shadow | None) ->
         uid,
         *meter,
         pico(rec.hosted_cost_usd),
+        rec.run,
+        rec.session,
     )
 
 
@@ -122,7 +125,10 @@ def make_finalizer(
             try:
                 usage, events = extract(rec, count_tokens)
                 if meter is not None:
-                    shadow = meter.measure(rec, usage, answer_of(rec, events))
+                    answer = (anthropic.answer_of if rec.endpoint == anthropic.MESSAGES else answer_of)(
+                        rec, events
+                    )
+                    shadow = meter.measure(rec, usage, answer)
             except Exception:  # a malformed response must not cost the request its ledger row
                 log.exception("could not meter %s; recording it without counts", rec.request_id)
             out.events.append(to_row(rec, usage, uid, shadow))

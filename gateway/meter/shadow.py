@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.ledger.events import RequestRecord
+from gateway.meter import anthropic
 from gateway.meter.answer import Answer
 from gateway.meter.prefix import PrefixTracker, cacheable
 from gateway.meter.usage import Usage
@@ -39,7 +40,7 @@ from pricing.tokens import (
 
 PICO = Decimal(10) ** 12
 _CHAT = "/v1/chat/completions"
-_METERED = frozenset({_CHAT, "/v1/completions", "/v1/responses", "/v1/embeddings"})
+_METERED = frozenset({_CHAT, "/v1/completions", "/v1/responses", "/v1/embeddings", anthropic.MESSAGES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +117,11 @@ class ShadowMeter:
                 or s.model_references.get(rec.served_model or "")
                 or s.references
             )
-        # A client that asked for a cloud name through an alias compares against that name first.
-        if (
-            rec.requested_model != rec.served_model
-            and self.table.resolve(rec.requested_model) is not None
-            and rec.requested_model not in refs
-        ):
+        # A client that asked for a cloud name through an alias compares against that name first
+        # (Claude Code asking for claude-sonnet-4-5 is priced as Claude first, whatever the order).
+        if rec.requested_model != rec.served_model and self.table.resolve(rec.requested_model) is not None:
+            if rec.requested_model in refs:
+                refs.remove(rec.requested_model)
             refs.insert(0, rec.requested_model)
         return refs
 
@@ -174,18 +174,23 @@ class ShadowMeter:
         r_prompt, r_output, r_reasoning, r_prefix = raw[spec.encoding]
         prompt, output = scale(r_prompt, spec), scale(r_output, spec)
         reasoning = min(output, scale(r_reasoning, spec))
-        cached = 0
+        cached = written = 0
         if usage.cached_tokens and usage.prompt_tokens:
             # the cloud would have cached the same share of the prompt that vLLM found cached
             cached = min(prompt, prompt * usage.cached_tokens // usage.prompt_tokens)
         elif r_prefix is not None and self.settings.cache_mode == "conservative":
             # vLLM did not say: the gateway's own prefix tracking (see PrefixTracker)
             cached = cacheable(prompt, scale(r_prefix, spec) - REPLY_PRIMING)
+        if usage.cache_write_tokens and usage.prompt_tokens and self.settings.cache_mode == "conservative":
+            # and written the same share that vLLM reported as written (Anthropic's cache creation)
+            written = min(prompt - cached, prompt * usage.cache_write_tokens // usage.prompt_tokens)
         return ReferenceTokens(
             ref,
             spec.name,
             spec.estimated,
-            CloudUsage(prompt, output, cached_tokens=cached, reasoning_tokens=reasoning),
+            CloudUsage(
+                prompt, output, cached_tokens=cached, cache_write_tokens=written, reasoning_tokens=reasoning
+            ),
         )
 
     def _raw_counts(
@@ -201,6 +206,8 @@ class ShadowMeter:
             prompt = count_chat_prompt(messages, tools, spec)
         elif rec.endpoint == "/v1/responses":
             prompt = _responses_prompt(req, spec)
+        elif rec.endpoint == anthropic.MESSAGES:
+            prompt = anthropic.prompt_tokens(req, spec)
         else:  # completions: prompt; embeddings: input
             prompt = sum(count_text(t, spec) for t in _texts(req.get("prompt", req.get("input"))))
         output = (

@@ -1,7 +1,8 @@
 """Turn a finished request's raw response into token counts (runs in the recorder, not the proxy).
 
 Upstream counts win: the ``usage`` object of a JSON body, the usage chunk of a chat/completions
-stream, or ``response.usage`` of a Responses ``response.completed`` event. When upstream reported
+stream, ``response.usage`` of a Responses ``response.completed`` event, or an Anthropic Messages
+stream's ``message_start`` + ``message_delta`` usage (see ``gateway.meter.anthropic``). When upstream reported
 nothing (client gone, stream broken) the counts are *estimated* and labelled so: completion tokens
 from the number of content deltas relayed (vLLM sends one token per delta), prompt tokens from an
 o200k count of the request text.
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.ledger.events import CLIENT_GONE, TIMEOUT, RequestRecord
+from gateway.meter import anthropic
 
 UPSTREAM = "upstream"
 ESTIMATED = "estimated"
@@ -29,6 +31,7 @@ class Usage:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     source: str = NONE
+    cache_write_tokens: int | None = None  # Anthropic's cache_creation_input_tokens
 
 
 def _int(v: Any) -> int | None:
@@ -39,7 +42,14 @@ def from_usage_object(u: Any) -> Usage | None:
     """Chat/completions/embeddings shape, or the Responses API shape."""
     if not isinstance(u, dict):
         return None
-    if "input_tokens" in u or "output_tokens" in u:  # Responses API
+    if anthropic.is_anthropic_usage(u):  # input_tokens excludes cache reads and writes
+        reads, writes = _int(u.get("cache_read_input_tokens")), _int(u.get("cache_creation_input_tokens"))
+        p, c = _int(u.get("input_tokens")), _int(u.get("output_tokens"))
+        if p is not None:
+            p += (reads or 0) + (writes or 0)
+        total = None if p is None else p + (c or 0)
+        return Usage(p, c, total, reads, None, UPSTREAM, writes)
+    if "input_tokens" in u or "output_tokens" in u:  # Responses API (or Anthropic without cache info)
         p, c = _int(u.get("input_tokens")), _int(u.get("output_tokens"))
         pd, cd = u.get("input_tokens_details") or {}, u.get("output_tokens_details") or {}
     else:
@@ -82,6 +92,8 @@ def stream_events(chunks: list[bytes]) -> list[dict[str, Any]]:
 
 
 def _stream_usage(events: list[dict[str, Any]]) -> Usage | None:
+    if events and events[0].get("type") == "message_start":  # Anthropic Messages
+        return from_usage_object(anthropic.stream_usage(events))
     for ev in reversed(events):
         u = ev.get("usage")
         if u:
@@ -103,7 +115,7 @@ def _content_deltas(events: list[dict[str, Any]]) -> int:
                     and (d.get("content") or d.get("reasoning_content") or d.get("tool_calls"))
                 ) or ch.get("text"):
                     n += 1
-        if ev.get("type") == "response.output_text.delta":
+        if ev.get("type") in ("response.output_text.delta", "content_block_delta"):
             n += 1
     return n
 
@@ -125,7 +137,7 @@ def request_text(req: dict[str, Any] | None) -> str:
                 if k in v:
                     walk(v[k])
 
-    for key in ("messages", "prompt", "input", "instructions"):
+    for key in ("system", "messages", "prompt", "input", "instructions"):
         if key in req:
             walk(req[key])
     return "\n".join(parts)

@@ -5,7 +5,8 @@ presented, still names its team). Open is the default only while the gateway is 
 loopback address; on any other address it refuses to start open unless
 ``auth.allow_open_non_loopback`` forces it.
 
-Keys arrive as ``Authorization: Bearer <key>`` or ``api-key: <key>`` (Azure OpenAI clients). The
+Keys arrive as ``Authorization: Bearer <key>``, ``api-key: <key>`` (Azure OpenAI clients) or
+``x-api-key: <key>`` (Anthropic clients: the Anthropic SDK, Claude Code with ANTHROPIC_API_KEY). The
 admin key (env var named by ``auth.admin_key_env``) is checked the same way, as a digest.
 
 Control routes read the caller from the ASGI scope: the dispatcher stores the ``Identity`` under
@@ -67,14 +68,14 @@ def resolve_mode(auth: AuthSettings, server: ServerSettings) -> Literal["open", 
 
 
 def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The key of ``Authorization: Bearer`` or, failing that, of ``api-key``."""
+    """The key of ``Authorization: Bearer`` or, failing that, of ``api-key`` or ``x-api-key``."""
     api_key = None
     for k, v in headers:
         if k == b"authorization":
             if v[:7].lower() == _BEARER:
                 return v[7:].strip() or None
-        elif k == b"api-key":
-            api_key = v.strip() or None
+        elif k == b"api-key" or k == b"x-api-key":
+            api_key = v.strip() or api_key
     return api_key
 
 
@@ -103,7 +104,8 @@ class Authenticator:
             if self.mode == "open":
                 return None
             raise errors.MissingApiKey(
-                "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
+                "You didn't provide an API key. Send it as `Authorization: Bearer <key>` "
+                "(or `x-api-key: <key>`)."
             )
         if time.monotonic() > self.trusted_until:
             return self._stale(key)

@@ -54,12 +54,17 @@ async def readyz(request: Request) -> Response:
 
 
 def _model_entries(rt: Runtime) -> list[dict[str, object]]:
+    """Each served model's entry as its first backend lists it (vLLM's ``max_model_len``, ``root``,
+    ``parent``, ``permission``, ``owned_by`` kept), then one entry per alias."""
     owners: dict[str, str] = {}
+    cards: dict[str, dict[str, object]] = {}
     for b in rt.router.backends:
         for m in b.models:
             owners.setdefault(m, b.name)
+            if m in b.cards:
+                cards.setdefault(m, b.cards[m])
     out: list[dict[str, object]] = [
-        {"id": m, "object": "model", "created": _CREATED, "owned_by": owner}
+        cards.get(m) or {"id": m, "object": "model", "created": _CREATED, "owned_by": owner}
         for m, owner in sorted(owners.items())
     ]
     for alias, target in sorted(rt.router.aliases.items()):

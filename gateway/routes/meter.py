@@ -1,4 +1,4 @@
-"""Shadow-meter routes: the savings report as JSON (or CSV), and per-request receipts.
+"""Shadow-meter routes: the savings report as JSON (or CSV), per-request receipts, agent runs.
 
 Admin callers see everything; a team key sees only its own team (the identity, when keys are on,
 is put in the scope as ``nometer.identity`` by the auth step)."""
@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
+from gateway.ledger import runs
 from gateway.ledger.period import parse_period
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
 from gateway.ledger.report_format import to_csv
@@ -138,7 +139,22 @@ def _match(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def run_totals(request: Request) -> Response:
+    """Live totals of one agent run (``X-Nometer-Run``); a team key sees its own team's requests."""
+    rt: Runtime = request.app.state.runtime
+    run_id = request.path_params["run_id"]
+    is_admin, team = caller_team(request)
+    (events_sql, shadows_sql), params = runs.queries(
+        rt.store.placeholder, run_id=run_id, team=None if is_admin else team
+    )
+    data = runs.build(await rt.store.fetch(events_sql, params), await rt.store.fetch(shadows_sql, params))
+    if not data:
+        raise errors.RouteNotFound(f"No requests recorded for run `{run_id}`.", param="run_id")
+    return json_response(data[0])
+
+
 routes = [
     Route("/v1/nometer/report", report),
+    Route("/v1/nometer/runs/{run_id:path}", run_totals),
     Route("/v1/nometer/receipts/{request_id:path}", receipt),
 ]

@@ -1,6 +1,6 @@
 """Integration fixtures: real servers on 127.0.0.1.
 
-- ``vllm_chat`` / ``vllm_embed`` (session): real CPU vLLM servers (``tests.support.vllm``), started
+- ``vllm_chat`` / ``vllm_embed`` / ``vllm_agent`` (session): real CPU vLLM servers (``tests.support.vllm``), started
   once per session, together, by the first test that needs one. Tests that use them, directly or
   through another fixture, get ``@pytest.mark.vllm`` automatically. If vLLM cannot be installed or
   started they ERROR, never skip; ``NOMETER_SKIP_VLLM=1`` skips them (quick local runs only).
@@ -63,6 +63,12 @@ def _server(request: pytest.FixtureRequest, fleet: VllmFleet, name: str) -> Vllm
 def vllm_chat(request: pytest.FixtureRequest, vllm_fleet: VllmFleet) -> VllmServer:
     """``tiny-llama``: chat and text completions, with cached-token details in usage."""
     return _server(request, vllm_fleet, "vllm_chat")
+
+
+@pytest.fixture(scope="session")
+def vllm_agent(request: pytest.FixtureRequest, vllm_fleet: VllmFleet) -> VllmServer:
+    """``tiny-agent``: the chat model with a 32k context, for Claude Code and Codex (see AGENT_ARGS)."""
+    return _server(request, vllm_fleet, "vllm_agent")
 
 
 @pytest.fixture(scope="session")

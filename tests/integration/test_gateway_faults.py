@@ -257,3 +257,29 @@ def test_embeddings_and_completions(gw: GatewayServer) -> None:
     rows = gw.wait_rows(2)
     assert [r["endpoint"] for r in rows] == ["/v1/embeddings", "/v1/completions"]
     assert rows[0]["prompt_tokens"] == e.usage.prompt_tokens and rows[1]["completion_tokens"] == 4
+
+
+def test_a_client_closing_right_after_done_is_not_client_gone(gw: GatewayServer, fake: FakeUpstream) -> None:
+    """The upstream keeps the connection open a while after [DONE]; the client has all it wants and
+    leaves. That request finished: outcome ok, with the upstream's usage, never a failed request."""
+    body = {"model": "fake-model", "messages": MSG, "stream": True, "max_tokens": 3}
+    with (
+        httpx.Client(timeout=10) as c,
+        c.stream(
+            "POST", gw.base_url + "/chat/completions", json=body, headers={"x-fake-tail-delay-ms": "700"}
+        ) as r,
+    ):
+        rid = r.headers["x-request-id"]
+        seen = b""
+        for chunk in r.iter_raw():
+            seen += chunk
+            if b"data: [DONE]" in seen:
+                break
+    row = gw.row(rid)
+    assert (row["outcome"], row["error"], row["completion_tokens"], row["usage_source"]) == (
+        "ok",
+        None,
+        3,
+        "upstream",
+    )
+    fake.wait_for_disconnects()  # and the upstream connection was still closed, not left hanging

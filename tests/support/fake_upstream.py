@@ -18,7 +18,8 @@ request's model name:
 
 A stream has ``x-fake-chunks`` (header) content chunks, else the request's ``max_tokens`` /
 ``max_completion_tokens``, else ``config.chunks``; one "token" each, ``x-fake-chunk-delay-ms``
-(header) or ``config.chunk_delay_s`` apart. Every request is recorded as it arrives
+(header) or ``config.chunk_delay_s`` apart; ``x-fake-tail-delay-ms`` (header) holds the connection
+open that long after ``[DONE]``, as a server finishing its own bookkeeping does. Every request is recorded as it arrives
 (``RecordedRequest``); its ``outcome`` says whether the answer was completed or the client went
 away first (``client_disconnected``), which lets a test check that a gateway closes its upstream
 request when its own client disconnects.
@@ -358,6 +359,7 @@ class FakeUpstream:
         if completion.include_usage:
             await response.write(sse(completion.usage_chunk()))
         await response.write(sse("[DONE]"))
+        await asyncio.sleep(_ms_header(request, "x-fake-tail-delay-ms", 0.0))
         await response.write_eof()
         return response
 

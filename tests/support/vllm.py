@@ -39,7 +39,24 @@ START_TIMEOUT_S = float(os.environ.get("NOMETER_VLLM_START_TIMEOUT", "300"))
 STOP_TIMEOUT_S = 20.0
 
 CHAT_NAME = "tiny-llama"
-CHAT_ARGS: tuple[str, ...] = ("--enable-prompt-tokens-details",)  # reports cached tokens
+CHAT_ARGS: tuple[str, ...] = (
+    "--enable-prompt-tokens-details",  # reports cached tokens
+    "--enable-auto-tool-choice",  # tool calls (the agent and SDK scenarios)
+    "--tool-call-parser",
+    "hermes",
+)
+# The agents' server: Claude Code and Codex send their own long system prompts and tool lists
+# (10-20k tokens), so the same tiny model with a 32k context (its rope runs past the 2,048
+# positions it was built with: fine for gibberish), and a default cap on generated tokens, since
+# an agent that sets no max_tokens would otherwise make the random model run to the context's end.
+AGENT_NAME = "tiny-agent"
+AGENT_ARGS: tuple[str, ...] = (
+    *CHAT_ARGS,
+    "--max-model-len",
+    "32768",
+    "--override-generation-config",
+    '{"max_new_tokens": 16}',
+)
 EMBED_NAME = "tiny-embed"
 EMBED_ARGS: tuple[str, ...] = ("--runner", "pooling", "--convert", "embed")
 
@@ -146,6 +163,8 @@ def server_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # when set it overrides --kv-cache-memory-bytes
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
+    env["VLLM_ENABLE_RESPONSES_API_STORE"] = "1"  # store responses: retrieve, cancel, previous_response_id
+    env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"  # AGENT_ARGS' context beyond the model's positions
     return env
 
 

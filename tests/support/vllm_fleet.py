@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from gateway.backends.cpu_vllm import VllmError, ensure_model, ensure_venv
 from tests.support.vllm import (
+    AGENT_ARGS,
+    AGENT_NAME,
     CHAT_ARGS,
     CHAT_NAME,
     EMBED_ARGS,
@@ -31,6 +33,7 @@ class ServerSpec:
 SPECS: Mapping[str, ServerSpec] = {
     "vllm_chat": ServerSpec(CHAT_NAME, CHAT_ARGS),
     "vllm_embed": ServerSpec(EMBED_NAME, EMBED_ARGS),
+    "vllm_agent": ServerSpec(AGENT_NAME, AGENT_ARGS),
 }
 
 

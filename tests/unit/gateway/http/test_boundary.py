@@ -24,6 +24,7 @@ class Harness:
     def __init__(self) -> None:
         self.recorded: list[RequestRecord] = []
         self.sent: list[Message] = []
+        self.path = "/v1/chat/completions"
 
     def record(self, rec: RequestRecord) -> None:
         self.recorded.append(rec)
@@ -33,7 +34,7 @@ class Harness:
         scope: Scope = {
             "type": "http",
             "method": "POST",
-            "path": "/v1/chat/completions",
+            "path": self.path,
             "headers": headers or [],
         }
 
@@ -153,3 +154,14 @@ def test_outside_a_boundary_records_go_at_once() -> None:
     got: list[RequestRecord] = []
     hold(got.append)(record_for("rid-4"))
     assert [r.request_id for r in got] == ["rid-4"]
+
+
+async def test_anthropic_routes_get_anthropics_envelope() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise KeyError("boom")
+
+    h = Harness()
+    h.path = "/v1/messages"
+    await h.run(app)
+    body = orjson.loads(h.body)
+    assert h.start["status"] == 500 and body["type"] == "error" and body["error"]["type"] == "api_error"

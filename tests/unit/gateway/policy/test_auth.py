@@ -106,3 +106,10 @@ def test_stale_keys_are_refused_in_keys_mode_and_ignored_in_open_mode(
             assert exc.value.status == 503 and exc.value.headers["retry-after"] == "5"
         else:
             assert auth.identify(h(authorization=f"Bearer {KEY}")) is None  # anonymous
+
+
+def test_anthropic_clients_key_header() -> None:
+    from gateway.policy.auth import presented_key
+
+    assert presented_key([(b"x-api-key", b" nmk-1 ")]) == b"nmk-1"
+    assert presented_key([(b"x-api-key", b"nmk-1"), (b"authorization", b"Bearer nmk-2")]) == b"nmk-2"
