@@ -45,7 +45,9 @@ _DROP_REQUEST = frozenset(
         b"expect",
     }
 )
-# Response headers the gateway sets itself (framing, server identity).
+# Response headers the gateway sets itself (framing, server identity), and CORS: whether a web
+# page may read an answer is the gateway's decision (``server.cors_origins``), never the
+# upstream's (vLLM answers ``access-control-allow-origin: *`` by default).
 _DROP_RESPONSE = frozenset(
     {
         "connection",
@@ -67,6 +69,9 @@ class CompatConfig:
     api_key: str | None = None
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 600.0
+    # connections to this upstream at once; a request beyond waits for a free one (within the
+    # connect timeout), so a burst can never take every file descriptor of the gateway
+    max_connections: int = 1024
 
 
 @contextmanager
@@ -105,9 +110,9 @@ class CompatResponse:
         self._resp = resp
         self.status = resp.status
         self.headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            (name.encode("latin-1"), v.encode("latin-1"))
             for k, v in resp.headers.items()
-            if k.lower() not in _DROP_RESPONSE
+            if (name := k.lower()) not in _DROP_RESPONSE and not name.startswith("access-control-")
         ]
 
     async def read(self) -> bytes:
@@ -144,7 +149,9 @@ class OpenAICompatUpstream:
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(
+                    limit=self.config.max_connections, ttl_dns_cache=300, keepalive_timeout=60
+                ),
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
                 ),

@@ -27,9 +27,11 @@ from gateway.backends.managed import ManagedServer
 from gateway.backends.pool import BackendPool, build_backends
 from gateway.backends.routing import Router
 from gateway.http.boundary import ErrorBoundary, hold
+from gateway.http.guard import browser_guard
 from gateway.http.middleware import RequestIdMiddleware
 from gateway.http.proxy import Proxy, forwards_get, send_error
 from gateway.ids import new_id
+from gateway.ledger import signing
 from gateway.ledger.factory import open_store
 from gateway.ledger.recorder import Recorder
 from gateway.meter.rows import estimate_prompt_tokens, make_finalizer
@@ -60,7 +62,10 @@ def hosted_path(budgets: Budgets, table: PriceTable) -> HostedService:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    router = Router(build_backends(settings.backends, settings.managed, settings.timeouts), settings.aliases)
+    backends = build_backends(
+        settings.backends, settings.managed, settings.timeouts, settings.routing.max_connections_per_backend
+    )
+    router = Router(backends, settings.aliases)
     pool = BackendPool(router, settings.timeouts, settings.routing)
     store = open_store(settings.ledger)
     prices = PriceStore(price_dir(settings.meter.price_dir, settings.ledger.path))
@@ -161,8 +166,12 @@ class NometerApp:
         # OpenAI-shaped answer and one ledger row (gateway.http.boundary)
         self.proxy = ErrorBoundary(runtime.proxy, runtime.recorder.record, runtime.governance.gate.identify)
         self.auth = runtime.governance.auth
+        self._entry = browser_guard(self._dispatch, runtime.settings.server, self.auth.mode)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (
             (scope["method"] == "POST" and not scope["path"].startswith("/v1/nometer/"))
             or (scope["method"] == "GET" and forwards_get(scope["path"]))
@@ -209,6 +218,10 @@ def create_app(settings: Settings) -> NometerApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.store.open()
+        try:  # the key that signs `nometer statement`s, beside the ledger (made once)
+            await asyncio.to_thread(signing.ensure_key, signing.key_path(settings.ledger))
+        except (OSError, signing.SigningKeyError) as exc:
+            log.error("no statement signing key (statements cannot be signed): %s", exc)
         await rt.governance.start(rt.store)
         _on_sighup(rt.governance)
         rt.recorder.start()

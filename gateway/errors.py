@@ -136,6 +136,54 @@ class HostedFailed(GatewayError):
     code = "hosted_fallback_failed"
 
 
+class RequestTimedOut(GatewayError):
+    """A request's head, or its body, did not arrive in time (``server.header_timeout_s``, ...)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class UriTooLong(GatewayError):
+    status = 414
+    type = "invalid_request_error"
+    code = "uri_too_long"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_too_large"
+
+
+class TooManyConnections(GatewayError):
+    status = 503
+    type = "service_unavailable_error"
+    code = "too_many_connections"
+
+
+class HostNotAllowed(GatewayError):
+    """Open mode serves only the Host names it knows (a DNS-rebinding page sends its own)."""
+
+    status = 403
+    type = "permission_error"
+    code = "host_not_allowed"
+
+
+class OriginNotAllowed(GatewayError):
+    """Open mode refuses requests a browser sent on behalf of another site's page."""
+
+    status = 403
+    type = "permission_error"
+    code = "origin_not_allowed"
+
+
 # -- policy refusals: recorded in the ledger (outcome "refused") with the caller's team ----------
 
 

@@ -33,6 +33,21 @@ class ServerSettings(_Frozen):
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "info"
     access_log: bool = False  # one JSON line per request, written by the recorder (off the hot path)
+    # -- what one connection may cost before it is refused (gateway.http.protocol) --
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)  # request line + headers; more: 431
+    max_headers: int = Field(default=100, ge=8)  # header lines per request; more: 431
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a request's head must arrive within this
+    body_timeout_s: float = Field(default=30.0, gt=0)  # longest silence while a body is being sent
+    keepalive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connections close after this
+    # client connections at once; None: half of what the open-files limit leaves after a reserve
+    # (each client connection may need one upstream connection). At the cap, the longest-idle
+    # connection is closed to admit a new one; with none idle the newcomer gets 503.
+    max_connections: int | None = Field(default=None, ge=1)
+    # -- browsers (gateway.http.guard) --
+    # In open mode only these Host names are served (the loopback names always are; "*" lifts
+    # the check): a web page that rebinds its DNS name to 127.0.0.1 is refused.
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()  # origins answered with CORS headers; none by default
 
 
 class UpstreamTimeouts(_Frozen):
@@ -74,6 +89,7 @@ class RoutingSettings(_Frozen):
     # "requested" = the name the client sent (e.g. gpt-4.1), for clients that check it.
     response_model: Literal["served", "requested"] = "served"
     retry_other_backend: bool = True
+    max_connections_per_backend: int = Field(default=1024, ge=1)  # upstream pool; more requests wait
 
 
 class LedgerSettings(_Frozen):
@@ -85,6 +101,9 @@ class LedgerSettings(_Frozen):
     # meter in a separate process (default): the tokenizing and pricing never compete with the
     # event loop for the GIL; false: a thread of the gateway process (less memory, more latency)
     meter_process: bool = True
+    # ed25519 key that signs `nometer statement`s, created on first start (mode 0600) with its
+    # public half beside it (<name>.pub, PEM); default: nometer-signing.key beside the ledger file
+    signing_key: str | None = None
 
 
 class BoxSettings(_Frozen):

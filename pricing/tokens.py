@@ -117,8 +117,8 @@ def count_text(text: str, spec: TokenizerSpec) -> int:
 
 
 def count_chat_prompt(
-    messages: Sequence[Mapping[str, object]],
-    tools: Sequence[Mapping[str, object]] | None,
+    messages: Sequence[object],
+    tools: Sequence[object] | None,
     spec: TokenizerSpec,
 ) -> int:
     """Prompt tokens of a chat completion request: messages plus tool definitions.
@@ -126,10 +126,13 @@ def count_chat_prompt(
     Each message costs `TOKENS_PER_MESSAGE` plus its values' tokens (+`TOKENS_PER_NAME` for
     `name`); the reply priming adds `REPLY_PRIMING`. `content` may be a string or a list of parts
     (text parts counted); assistant `tool_calls` count their function names and arguments.
+    A message or tool that is not an object counts nothing (the provider would refuse it).
     """
     enc = encoding(spec.encoding)
     total = REPLY_PRIMING
     for message in messages:
+        if not isinstance(message, Mapping):
+            continue
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
             total += _value_tokens(key, value, enc)
@@ -221,7 +224,7 @@ def _function_call_tokens(function: Mapping[str, object], enc: tiktoken.Encoding
     return sum(_raw(_json_text(part), enc) for part in (name, arguments) if part is not None)
 
 
-def _tools_tokens(tools: Sequence[Mapping[str, object]], enc: tiktoken.Encoding, cost: _ToolOverhead) -> int:
+def _tools_tokens(tools: Sequence[object], enc: tiktoken.Encoding, cost: _ToolOverhead) -> int:
     """The cookbook's `num_tokens_for_tools`, minus the messages.
 
     Per function: `func_init` + tokens of `"name:description"`; if it has properties,
@@ -257,7 +260,9 @@ def _tools_tokens(tools: Sequence[Mapping[str, object]], enc: tiktoken.Encoding,
     return total
 
 
-def _function_of(tool: Mapping[str, object]) -> Mapping[str, object] | None:
+def _function_of(tool: object) -> Mapping[str, object] | None:
+    if not isinstance(tool, Mapping):
+        return None
     if tool.get("type") == "function":
         function = tool.get("function")
         return function if isinstance(function, Mapping) else None

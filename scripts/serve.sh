@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one run command, on a fresh clone:   ./scripts/serve.sh [nometer serve flags]
 #
-#   1. .venv (python3 -m venv) with nometer installed (editable)
+#   1. .venv (python3 -m venv): dependencies from requirements/serve.lock (hashes), nometer editable
 #   2. with no backend given (no flags, no NOMETER_CONFIG / NOMETER_BACKENDS) and no GPU:
 #      the CPU build of vLLM and a tiny model generated offline, cached in $NOMETER_CACHE
 #      (default ~/.cache/nometer; about 2 min and 2.5 GB the first time), launched and
@@ -15,10 +15,12 @@ cd "$(dirname "$0")/.."
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=.venv/.nometer-run-deps
-hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+hash=$(cat pyproject.toml requirements/serve.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
   echo "nometer: installing into .venv ..." >&2
-  .venv/bin/python -m pip install -q -e .
+  # dependencies pinned with hashes (requirements/README.md), then nometer itself alone
+  .venv/bin/python -m pip install -q --require-hashes -r requirements/serve.lock
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   echo "$hash" >"$stamp"
 fi
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command, on a fresh clone or a dev machine:   ./scripts/test.sh [pytest args]
 #
-#   1. .venv (python3 -m venv) with the project and its `test` extra, editable
+#   1. .venv (python3 -m venv) with the `test` extra's dependencies from requirements/test.lock
+#      (pinned, with hashes) and the project itself, editable
 #   1b. static checks: ruff check, ruff format --check, mypy --strict (gateway adapters pricing
 #      tests), lint-imports (the layer contracts in pyproject.toml); any failure stops here
 #   2. PostgreSQL and Redis on 127.0.0.1, started if they do not answer
@@ -45,9 +46,11 @@ need() {
 step "python venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 deps_stamp=.venv/.nometer-deps
-deps_hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+deps_hash=$(cat pyproject.toml requirements/test.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$deps_stamp" 2>/dev/null)" != "$deps_hash" ]; then
-  .venv/bin/python -m pip install -q -e '.[test]'
+  # every dependency from the hash-locked file (requirements/README.md), then nometer itself alone
+  .venv/bin/python -m pip install -q --require-hashes -r requirements/test.lock
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   echo "$deps_hash" >"$deps_stamp"
 fi
 

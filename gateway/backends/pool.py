@@ -23,13 +23,16 @@ log = logging.getLogger("nometer.backends")
 
 
 def build_backends(
-    backends: Sequence[BackendSettings], managed: Sequence[ManagedSettings], t: UpstreamTimeouts
+    backends: Sequence[BackendSettings],
+    managed: Sequence[ManagedSettings],
+    t: UpstreamTimeouts,
+    pool: int = 1024,  # connections per upstream (routing.max_connections_per_backend)
 ) -> list[Backend]:
     out: list[Backend] = []
     for i, b in enumerate(backends):
         key = os.environ.get(b.api_key_env) if b.api_key_env else None
         name = b.name or f"backend-{i}"
-        up = OpenAICompatUpstream(CompatConfig(b.url, name, key, t.connect_s, t.read_s))
+        up = OpenAICompatUpstream(CompatConfig(b.url, name, key, t.connect_s, t.read_s, pool))
         out.append(
             Backend(
                 name=name,
@@ -42,7 +45,7 @@ def build_backends(
     for m in managed:
         name = f"managed-{m.port}"
         up = OpenAICompatUpstream(
-            CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s)
+            CompatConfig(f"http://127.0.0.1:{m.port}/v1", name, None, t.connect_s, t.read_s, pool)
         )
         out.append(Backend(name=name, upstream=up, managed=True, local=True))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import keys, meter, runs, usage
+from gateway.cli import audit, keys, meter, runs, usage
 from gateway.cli.serve import serve
 
 
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     usage.register(sub)
     meter.register(sub)
     runs.register(sub)
+    audit.register(sub)
     keys.register(sub)
     args = p.parse_args(argv)
     rc: int = args.func(args)

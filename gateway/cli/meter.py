@@ -1,4 +1,5 @@
-"""``nometer report``, ``nometer verify`` and ``nometer prices``: the shadow meter from the shell."""
+"""``nometer report`` and ``nometer prices``: the shadow meter from the shell (``verify``,
+``statement`` and ``export`` are in ``gateway.cli.audit``)."""
 
 from __future__ import annotations
 
@@ -11,26 +12,31 @@ from typing import Any
 import orjson
 
 from gateway.cli.usage import ledger_arg, progress
+from gateway.ledger import integrity
 from gateway.ledger.period import parse_period
-from gateway.ledger.reader import open_reader
+from gateway.ledger.reader import Reader, open_reader
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
 from gateway.ledger.report_format import to_csv, to_table
-from gateway.meter import receipts
 from gateway.meter.tables import price_dir
 from gateway.settings import Settings, load_settings
 from pricing.store import PriceStore
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_of(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None))
 
 
-def _prices(settings: Settings, db: str) -> PriceStore:
+def price_path(settings: Settings, db: str) -> Path:
+    """Where the pinned price tables of this ledger live."""
     local = settings.ledger.path if db.startswith(("postgresql://", "postgres://")) else db
-    return PriceStore(price_dir(settings.meter.price_dir, local))
+    return price_dir(settings.meter.price_dir, local)
 
 
-def _period(args: argparse.Namespace) -> tuple[float | None, float | None]:
+def _prices(settings: Settings, db: str) -> PriceStore:
+    return PriceStore(price_path(settings, db))
+
+
+def period(args: argparse.Namespace) -> tuple[float | None, float | None]:
     try:
         return parse_period(args.since, getattr(args, "start", None), getattr(args, "end", None), time.time())
     except ValueError as exc:
@@ -38,15 +44,16 @@ def _period(args: argparse.Namespace) -> tuple[float | None, float | None]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     reader = open_reader(ledger_arg(args))
-    lo, hi = _period(args)
+    lo, hi = period(args)
     compare = tuple(m.strip() for m in (args.compare or "").split(",") if m.strip())
     q = ReportQuery(since=lo, until=hi, by=args.by, compare=compare, team=args.team)
     results = {}
     for name, (sql, params) in queries(q, reader.placeholder).items():
         progress(f"querying the ledger ({name})")
         results[name] = reader.fetch(sql, params)
+    proof = report_integrity(reader, q)
     reader.close()
     progress("")
     primary = compare[0] if compare else (settings.meter.references[0] if settings.meter.references else None)
@@ -54,6 +61,7 @@ def _report(args: argparse.Namespace) -> int:
     data = build(
         q, results, hardware_usd=hw, primary=primary, now=time.time(), order=settings.meter.references
     )
+    data["integrity"] = proof
     out = {
         "json": lambda d: orjson.dumps(d, option=orjson.OPT_INDENT_2).decode() + "\n",
         "csv": to_csv,
@@ -63,37 +71,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = ledger_arg(args)
-    reader = open_reader(db)
-    prices = _prices(settings, db)
-    lo, hi = _period(args)
-    where, params = ReportQuery(since=lo, until=hi).where(reader.placeholder)
-    progress("reading the ledger")
-    events = reader.fetch(
-        f"SELECT * FROM usage_events e WHERE {where} AND e.price_table_id IS NOT NULL ORDER BY e.id", params
-    )
-    bad = 0
-    for i, ev in enumerate(events, 1):
-        shadows = reader.fetch(receipts.SHADOW_SQL.format(p=reader.param(1)), [ev["uid"]])
-        result = receipts.check(ev, shadows, prices)
-        if not result.ok:
-            bad += 1
-            print(f"MISMATCH {result.request_id}: {result.problem}")
-        if i % 200 == 0:
-            progress(f"verified {i}/{len(events)}")
-    reader.close()
-    progress("")
-    print(
-        f"{len(events) - bad} of {len(events)} receipts recomputed identically"
-        + (f"; {bad} MISMATCHED" if bad else "")
-    )
-    return 1 if bad else 0
+def report_integrity(reader: Reader, q: ReportQuery) -> dict[str, Any]:
+    """Chain heads, unchained rows and verify state of the report's period (gateway.ledger.integrity)."""
+    ph = reader.placeholder
+    results = {name: reader.fetch(sql, params) for name, (sql, params) in integrity.queries(q, ph).items()}
+    digests = {}
+    for chain_id, seq in integrity.heads_wanted(results):
+        rows = reader.fetch(integrity.digest_sql(ph), integrity.digest_params(ph, chain_id, seq))
+        digests[(chain_id, seq)] = rows[0]["chain_digest"] if rows else None
+    return integrity.summary(q, results, digests)
 
 
 def _prices_cmd(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     store = _prices(settings, ledger_arg(args))
     if args.action == "update":
         if not args.source:
@@ -128,13 +118,6 @@ def register(sub: Any) -> None:
     r.add_argument("--team")
     r.add_argument("--format", choices=("table", "json", "csv"), default="table")
     r.set_defaults(func=_report)
-    v = sub.add_parser("verify", help="recompute every receipt in a period; non-zero exit on any mismatch")
-    v.add_argument("--db")
-    v.add_argument("--config")
-    v.add_argument("--since")
-    v.add_argument("--from", dest="start")
-    v.add_argument("--to", dest="end")
-    v.set_defaults(func=_verify)
     p = sub.add_parser("prices", help="show or install price tables")
     p.add_argument("action", choices=("show", "update"), nargs="?", default="show")
     p.add_argument("--from", dest="source", help="a litellm model_prices_and_context_window.json")

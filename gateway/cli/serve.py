@@ -49,12 +49,15 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. auth mode open on a public address
         print(f"nometer: refusing to start: {exc}", file=sys.stderr)
         return 2
+    from gateway.http.protocol import raise_open_files_limit, server_options
+
+    raise_open_files_limit()  # before the connection cap is derived from it
     uvicorn.run(
         app,
         host=settings.server.host,
         port=settings.server.port,
         loop="uvloop",
-        http="httptools",
+        **server_options(settings.server),  # httptools, with bounded heads, timeouts, a connection cap
         lifespan="on",
         access_log=False,
         log_config=None,

@@ -61,7 +61,9 @@ class RequestRecord:
     chunks: list[bytes] = field(default_factory=list)
 
 
-# Ledger columns, in order (schema v1). Shared by the SQLite and PostgreSQL stores.
+# Ledger columns, in order (schema v1). Shared by the SQLite and PostgreSQL stores. The hash chain
+# (``gateway.ledger.chain``) covers every one of them in this order: a new column is APPENDED here
+# and must be nullable without a default, so rows sealed before it existed still verify.
 EVENT_COLUMNS: tuple[str, ...] = (
     "request_id",
     "ts",
@@ -117,3 +119,8 @@ SHADOW_COLUMNS: tuple[str, ...] = (
     "cloud_pusd",
     "savings_pusd",
 )
+
+# The hash chain's own columns, on both tables, after the content columns above: the writer
+# (one chain per gateway process), the row's place in it, when it was sealed, the previous row's
+# digest and this row's (``gateway.ledger.chain``).
+CHAIN_COLUMNS: tuple[str, ...] = ("chain_id", "chain_seq", "sealed_at", "chain_prev", "chain_digest")

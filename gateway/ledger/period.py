@@ -7,25 +7,33 @@ import re
 
 _REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Instants a report can name: 1970-01-01 to 9999-12-31 UTC (beyond, no date can be printed).
+EARLIEST, LATEST = 0.0, dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
 
 
 def parse_instant(text: str, now: float) -> float:
-    """``7d`` (that long ago), an ISO date or datetime (UTC if no zone), or unix seconds."""
+    """``7d`` (that long ago), an ISO date or datetime (UTC if no zone), or unix seconds; clamped
+    to 1970 at the earliest (``100000d`` means "since the beginning"). ValueError otherwise."""
     text = text.strip()
     m = _REL.match(text)
     if m:
-        return now - float(m.group(1)) * _UNIT[m.group(2)]
+        return max(EARLIEST, now - float(m.group(1)) * _UNIT[m.group(2)])
     try:
-        return float(text)
+        t = float(text)
     except ValueError:
-        pass
-    try:
-        d = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not a time: {text!r} (use 7d, 24h, 2026-11-01 or 2026-11-01T12:00)") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.UTC)
-    return d.timestamp()
+        try:
+            d = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not a time: {text!r} (use 7d, 24h, 2026-11-01 or 2026-11-01T12:00)") from None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=dt.UTC)
+        try:
+            t = d.timestamp()
+        except (OverflowError, ValueError, OSError):
+            t = float("nan")
+    if not EARLIEST <= t <= LATEST:  # NaN fails this too
+        raise ValueError(f"not a time between 1970-01-01 and 9999-12-31: {text!r}")
+    return t
 
 
 def parse_period(

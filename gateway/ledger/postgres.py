@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.ledger import schema
-from gateway.ledger.events import EVENT_COLUMNS, SHADOW_COLUMNS
+from gateway.ledger.events import CHAIN_COLUMNS, EVENT_COLUMNS, SHADOW_COLUMNS
 from gateway.ledger.store import LedgerBatchLike, insert_sql
 
 _MIGRATION_LOCK = 0x6E6F6D65746572  # "nometer"
-_INSERT_EVENT = insert_sql("usage_events", EVENT_COLUMNS, lambda i: f"${i}")
-_INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS, lambda i: f"${i}")
+_INSERT_EVENT = insert_sql("usage_events", EVENT_COLUMNS + CHAIN_COLUMNS, lambda i: f"${i}")
+_INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS + CHAIN_COLUMNS, lambda i: f"${i}")
 
 
 class PostgresStore:

@@ -21,6 +21,10 @@ class Reader:
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One write, committed (e.g. a verification record)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -35,6 +39,10 @@ class SQLiteReader(Reader):
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return [dict(r) for r in self._conn.execute(sql, list(params)).fetchall()]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        with self._conn:
+            self._conn.execute(sql, list(params))
 
     def close(self) -> None:
         self._conn.close()
@@ -56,6 +64,9 @@ class PostgresReader(Reader):
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self._loop.run_until_complete(self._store.fetch(sql, params))
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._loop.run_until_complete(self._store.fetch(sql, params))  # autocommit
 
     def close(self) -> None:
         self._loop.run_until_complete(self._store.close())

@@ -4,8 +4,9 @@
 queue is full the event is dropped, counted and logged loudly (a request is never slowed down by
 the ledger). The writer wakes on the first event, waits out one flush window (<= 100 ms by
 default) to gather a batch, turns records into ledger rows in the meter process (JSON parsing,
-token counting, pricing: CPU work kept off the event loop and its GIL; ``gateway.meter.worker``), or in a
-worker thread when that is off, then writes the batch in one
+token counting, pricing: CPU work kept off the event loop and its GIL; ``gateway.meter.worker``), or
+in a worker thread when that is off, seals them into this process's hash chain
+(``gateway.ledger.chain``: once, here, before any write), then writes the batch in one
 transaction. A graceful stop writes everything still queued; a crash loses at most one window.
 With ``access_log`` on, the same worker thread writes one access-log line per request
 (``gateway.logs.access``): the only access log, so the proxy never formats or writes one.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway import logs
+from gateway.ledger.chain import Sealer
 from gateway.ledger.events import EVENT_COLUMNS, RequestRecord
 from gateway.ledger.store import LedgerBatchLike, Store
 from gateway.settings import LedgerSettings
@@ -47,10 +49,12 @@ class Recorder:
         *,
         access_log: bool = False,
         pool: MeterProcess | None = None,
+        chain: Sealer | None = None,
     ):
         self._store = store
         self._finalize = finalize
         self._pool = pool  # a metering process; None: meter in a thread of this process
+        self.chain = chain or Sealer()  # this process's hash chain: every row is sealed once, here
         self._access_log = access_log
         self._max = settings.queue_max
         self._window = settings.flush_interval_ms / 1000
@@ -106,7 +110,7 @@ class Recorder:
             n = min(len(self._queue), self._batch_max)
             batch = [self._queue.popleft() for _ in range(n)]
             try:
-                rows = await self._make_rows(batch)
+                rows = self.chain.seal(await self._make_rows(batch))  # before any write or spool
             except Exception:
                 log.exception("could not turn %d usage events into rows; they are lost", n)
                 self.dropped += n

@@ -128,6 +128,7 @@ def to_table(data: dict[str, Any]) -> str:
             "hosted spend by cause: "
             + ", ".join(f"{c} {_money(v['usd'])} ({v['requests']} req)" for c, v in causes.items())
         )
+    out += proof_lines(data.get("integrity"))
     pb = data["payback"]
     if pb["days_to_payback"] is not None:
         out.append(
@@ -137,3 +138,30 @@ def to_table(data: dict[str, Any]) -> str:
     elif pb["reference"]:
         out.append(f"payback: no positive net saving vs {pb['reference']} in this period")
     return "\n".join(out) + "\n"
+
+
+def proof_lines(integrity: dict[str, Any] | None) -> list[str]:
+    """The report's proof state for people: verify state, chain heads, rows outside the chain."""
+    if not integrity:
+        return []
+    last = integrity["last_verification"] or {}
+    state = {
+        "verified": f"verified ({last.get('at')})",
+        "partly_verified": f"verified at {last.get('at')}, but rows were written since: run `nometer verify`",
+        "failed": f"VERIFICATION FAILED at {last.get('at')}: {last.get('findings')} finding(s), see `nometer verify`",
+        "unverified": "not verified: run `nometer verify`",
+    }[integrity["verify_state"]]
+    heads = ", ".join(
+        f"{h['chain_id']} seq {h['head_seq']} {(h['head_digest'] or '?')[:16]}"
+        for h in integrity["chain_heads"]
+    )
+    lines = [f"ledger proof: {state}; chain heads: {heads or '-'}"]
+    un = integrity["unchained"]
+    if un["requests"] or un["cost_rows"]:
+        lines.append(
+            f"WARNING: {un['requests']} requests and {un['cost_rows']} cost rows in this period are outside the "
+            f"hash chain (local cost {_money(un['local_cost_usd'])}, savings "
+            + (", ".join(f"{_money(v)} vs {m}" for m, v in un["savings_usd"].items()) or "-")
+            + "): included above, not proven"
+        )
+    return lines

@@ -117,6 +117,45 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX usage_events_run ON usage_events (run_id, ts)",
         ),
     ),
+    # 6: the hash chain (gateway/ledger/chain.py). Every row of both tables carries its writer's
+    # chain id, its sequence number in that chain, when it was sealed, the previous row's digest and
+    # its own; (chain_id, chain_seq) is unique per table (NULLs, i.e. rows written before this
+    # migration, are exempt). `chain_legacy` remembers the highest row id of each table at this
+    # migration, so `verify` can tell a row written before the chain existed from one inserted later
+    # outside it. `ledger_verifications` keeps each `nometer verify` result for the report.
+    (
+        6,
+        (
+            "ALTER TABLE usage_events ADD COLUMN chain_id TEXT",
+            "ALTER TABLE usage_events ADD COLUMN chain_seq BIGINT",
+            "ALTER TABLE usage_events ADD COLUMN sealed_at DOUBLE PRECISION",
+            "ALTER TABLE usage_events ADD COLUMN chain_prev TEXT",
+            "ALTER TABLE usage_events ADD COLUMN chain_digest TEXT",
+            "ALTER TABLE shadow_costs ADD COLUMN chain_id TEXT",
+            "ALTER TABLE shadow_costs ADD COLUMN chain_seq BIGINT",
+            "ALTER TABLE shadow_costs ADD COLUMN sealed_at DOUBLE PRECISION",
+            "ALTER TABLE shadow_costs ADD COLUMN chain_prev TEXT",
+            "ALTER TABLE shadow_costs ADD COLUMN chain_digest TEXT",
+            "CREATE UNIQUE INDEX usage_events_chain ON usage_events (chain_id, chain_seq)",
+            "CREATE UNIQUE INDEX shadow_costs_chain ON shadow_costs (chain_id, chain_seq)",
+            "CREATE INDEX usage_events_sealed ON usage_events (sealed_at)",
+            "CREATE TABLE chain_legacy (tbl TEXT PRIMARY KEY, max_id BIGINT NOT NULL)",
+            "INSERT INTO chain_legacy (tbl, max_id) SELECT 'usage_events', COALESCE(MAX(id), 0) FROM usage_events",
+            "INSERT INTO chain_legacy (tbl, max_id) SELECT 'shadow_costs', COALESCE(MAX(id), 0) FROM shadow_costs",
+            """CREATE TABLE ledger_verifications (
+            id {pk},
+            ts DOUBLE PRECISION NOT NULL,
+            period_from DOUBLE PRECISION,
+            period_to DOUBLE PRECISION,
+            clean INTEGER NOT NULL,
+            rows_checked BIGINT NOT NULL,
+            receipts BIGINT NOT NULL,
+            findings BIGINT NOT NULL,
+            unchained BIGINT NOT NULL,
+            heads TEXT NOT NULL
+        )""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

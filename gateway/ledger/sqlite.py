@@ -11,11 +11,11 @@ from typing import Any
 import aiosqlite
 
 from gateway.ledger import schema
-from gateway.ledger.events import EVENT_COLUMNS, SHADOW_COLUMNS
+from gateway.ledger.events import CHAIN_COLUMNS, EVENT_COLUMNS, SHADOW_COLUMNS
 from gateway.ledger.store import LedgerBatchLike, insert_sql
 
-_INSERT_EVENT = insert_sql("usage_events", EVENT_COLUMNS, lambda i: "?")
-_INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS, lambda i: "?")
+_INSERT_EVENT = insert_sql("usage_events", EVENT_COLUMNS + CHAIN_COLUMNS, lambda i: "?")
+_INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS + CHAIN_COLUMNS, lambda i: "?")
 
 
 def migrate_sqlite(conn: sqlite3.Connection) -> int:

@@ -1,9 +1,10 @@
 """Receipts: rebuild one request's savings claim from the ledger and its pinned price table.
 
 The ledger keeps the *inputs* of ``pricing.receipt.compute_receipt`` (re-counted tokens per
-reference, table id, cache mode, busy share, measured joules, box parameters) and the digest of
-the receipt computed at request time. Recomputing from those inputs must give the same digest:
-``verify`` checks exactly that, for every metered request in a period.
+reference, table id, cache mode, busy share, measured joules, box parameters) and the amounts
+computed at request time. Recomputing from those inputs must give the same amounts: ``verify``
+checks exactly that for every metered request in a period, beside the hash chain, which proves
+the stored inputs themselves were not edited (``gateway.ledger.chain``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Check:
     request_id: str
     ok: bool
     problem: str | None = None
+    column: str | None = None  # the stored column that differs from the recomputation
+    table: str = "usage_events"
 
 
 def recompute(event: dict[str, Any], shadows: list[dict[str, Any]], prices: PriceStore) -> dict[str, Any]:
@@ -92,18 +95,24 @@ def view(event: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(event: dict[str, Any], shadows: list[dict[str, Any]], prices: PriceStore) -> Check:
+    """Recompute the receipt from the stored inputs and compare it with every stored amount."""
     rid = event["request_id"]
     try:
         receipt = recompute(event, shadows, prices)
-    except (LookupError, ValueError, TypeError) as exc:
-        return Check(rid, False, f"cannot recompute: {exc}")
+    except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
+        return Check(rid, False, f"cannot recompute its receipt: {exc}")
     local = receipt["local"]
-    if (
-        pico(local["energy_usd"]) != event["local_energy_pusd"]
-        or pico(local["hardware_share_usd"]) != event["local_hardware_pusd"]
-    ):
-        return Check(rid, False, "stored local cost differs from the recomputed one")
+    for column, key in (("local_energy_pusd", "energy_usd"), ("local_hardware_pusd", "hardware_share_usd")):
+        if pico(local[key]) != event[column]:
+            return Check(rid, False, f"stored {column} differs from the recomputed receipt", column)
     for ref, s in zip(receipt["references"], shadows, strict=True):
-        if (s["cloud_pusd"], s["savings_pusd"]) != (pico(ref["cloud_usd"]), pico(ref["savings_usd"])):
-            return Check(rid, False, f"stored cloud cost for {ref['model']} differs from the recomputed one")
+        for column, key in (("cloud_pusd", "cloud_usd"), ("savings_pusd", "savings_usd")):
+            if s[column] != pico(ref[key]):
+                return Check(
+                    rid,
+                    False,
+                    f"stored {column} for {ref['model']} differs from the recomputed receipt",
+                    column,
+                    "shadow_costs",
+                )
     return Check(rid, True)

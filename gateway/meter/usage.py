@@ -125,21 +125,17 @@ def request_text(req: dict[str, Any] | None) -> str:
     if not req:
         return ""
     parts: list[str] = []
-
-    def walk(v: Any) -> None:
+    # depth first, in document order, with a stack of its own: no recursion, however deep the body
+    keys = ("instructions", "input", "prompt", "messages", "system")  # reversed: popped last-first
+    stack: list[Any] = [req[key] for key in keys if key in req]
+    while stack:
+        v = stack.pop()
         if isinstance(v, str):
             parts.append(v)
         elif isinstance(v, list):
-            for x in v:
-                walk(x)
+            stack.extend(reversed(v))
         elif isinstance(v, dict):
-            for k in ("content", "text", "input", "prompt", "arguments", "name"):
-                if k in v:
-                    walk(v[k])
-
-    for key in ("system", "messages", "prompt", "input", "instructions"):
-        if key in req:
-            walk(req[key])
+            stack.extend(v[k] for k in ("name", "arguments", "prompt", "input", "text", "content") if k in v)
     return "\n".join(parts)
 
 

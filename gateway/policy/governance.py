@@ -226,3 +226,6 @@ class Governance:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.limiter.windows.aclose()
         await self.budgets.counters.aclose()
+        close = getattr(self.keys, "close", None)  # PostgresKeyStore holds a connection of its own
+        if close is not None:
+            await asyncio.to_thread(close)

@@ -25,6 +25,8 @@ from gateway.policy.auth import identity, require_admin, visible_team
 from gateway.policy.governance import Governance
 from gateway.runtime import Runtime, json_response
 
+_MAX_GRACE_S = 366 * 86400  # a rotated key's old secret works at most a year more
+
 _USAGE_COLUMNS = (
     "request_id",
     "uid AS receipt_id",
@@ -97,8 +99,10 @@ async def disable_key(request: Request) -> Response:
 async def rotate_key(request: Request) -> Response:
     require_admin(request)
     grace = (await _body(request)).get("grace_s", 0)
-    if not isinstance(grace, int | float) or grace < 0:
-        raise errors.InvalidRequest("`grace_s` must be a non-negative number", param="grace_s")
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or not 0 <= grace <= _MAX_GRACE_S:
+        raise errors.InvalidRequest(
+            f"`grace_s` must be a number of seconds from 0 to {_MAX_GRACE_S}", param="grace_s"
+        )
     gov = _gov(request)
     try:
         secret, rec = await asyncio.to_thread(gov.keys.rotate, request.path_params["key_id"], float(grace))

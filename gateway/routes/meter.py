@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
-from gateway.ledger import runs
+from gateway.ledger import integrity, runs
 from gateway.ledger.period import parse_period
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
 from gateway.ledger.report_format import to_csv
@@ -38,7 +38,7 @@ def hardware_usd(rt: Runtime) -> Decimal:
     return sum((b.hardware_usd for b in boxes), Decimal(0)) or meter.box.hardware_usd
 
 
-async def run_report(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
+async def run_report(rt: Runtime, q: ReportQuery, *, proof: bool = True) -> dict[str, Any]:
     results = {
         name: await rt.store.fetch(sql, params)
         for name, (sql, params) in queries(q, rt.store.placeholder).items()
@@ -48,7 +48,7 @@ async def run_report(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
         if q.compare
         else (rt.settings.meter.references[0] if rt.settings.meter.references else None)
     )
-    return build(
+    data = build(
         q,
         results,
         hardware_usd=hardware_usd(rt),
@@ -56,6 +56,22 @@ async def run_report(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
         now=time.time(),
         order=rt.settings.meter.references,
     )
+    if proof:
+        data["integrity"] = await report_integrity(rt, q)
+    return data
+
+
+async def report_integrity(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
+    """Chain heads, unchained rows and verify state of the report's period (gateway.ledger.integrity)."""
+    ph = rt.store.placeholder
+    results = {
+        name: await rt.store.fetch(sql, params) for name, (sql, params) in integrity.queries(q, ph).items()
+    }
+    digests = {}
+    for chain_id, seq in integrity.heads_wanted(results):
+        rows = await rt.store.fetch(integrity.digest_sql(ph), integrity.digest_params(ph, chain_id, seq))
+        digests[(chain_id, seq)] = rows[0]["chain_digest"] if rows else None
+    return integrity.summary(q, results, digests)
 
 
 def parse_query(request: Request) -> ReportQuery:
@@ -79,7 +95,8 @@ def parse_query(request: Request) -> ReportQuery:
 
 async def report(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    data = await run_report(rt, parse_query(request))
+    # ?integrity=0 leaves the proof block out (the dashboard asks for it with one of its four reports)
+    data = await run_report(rt, parse_query(request), proof=request.query_params.get("integrity") != "0")
     if request.query_params.get("format") == "csv":
         return Response(to_csv(data), media_type="text/csv")
     return json_response(data)

@@ -24,7 +24,12 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.ledger.chain import Sealer
+from gateway.ledger.events import CHAIN_COLUMNS, EVENT_COLUMNS, SHADOW_COLUMNS
 from gateway.ledger.keystore import KeyStore
+from gateway.ledger.reader import open_reader
+from gateway.meter.audit import Auditor, record
+from gateway.meter.rows import LedgerBatch
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 
@@ -149,18 +154,17 @@ def replay(db: Path, per_weekday: int) -> int:
     """Fill the last 30 days with copies of the ledger's real rows, so the chart has a month to draw.
 
     Each copy is a whole metered row (its event and its shadow costs, every amount unchanged) with a
-    new id, uid and time: ``per_weekday`` copies on a weekday at the end of the month, fewer earlier
-    and at weekends. Deterministic but for the time of day the test runs. Returns the rows added."""
+    new id, uid and time, sealed into a hash chain of its own (as a second gateway would write it):
+    ``per_weekday`` copies on a weekday at the end of the month, fewer earlier and at weekends.
+    Deterministic but for the time of day the test runs. Returns the rows added."""
     with sqlite3.connect(db) as c:
         c.row_factory = sqlite3.Row
         events = [dict(r) for r in c.execute("SELECT * FROM usage_events ORDER BY id")]
         shadows: dict[str, list[dict[str, Any]]] = {}
         for s in c.execute("SELECT * FROM shadow_costs ORDER BY id"):
             shadows.setdefault(s["event_uid"], []).append(dict(s))
-        ecols = [k for k in events[0] if k != "id"]
-        scols = [k for k in next(iter(shadows.values()))[0] if k != "id"]
         now = dt.datetime.now(dt.UTC)
-        new_events, new_shadows = [], []
+        batch = LedgerBatch()
         for back in range(30):
             weekend = (now - dt.timedelta(days=back)).weekday() >= 5
             n = round(
@@ -177,18 +181,21 @@ def replay(db: Path, per_weekday: int) -> int:
                 e["day"] = dt.datetime.fromtimestamp(e["ts"], dt.UTC).date().isoformat()
                 uid = f"{e['uid']}-{back}-{k}"
                 for sh in shadows.get(e["uid"], []):
-                    new_shadows.append(tuple(uid if col == "event_uid" else sh[col] for col in scols))
+                    batch.shadows.append(
+                        tuple(uid if col == "event_uid" else sh[col] for col in SHADOW_COLUMNS)
+                    )
                 e["uid"], e["request_id"] = uid, f"{e['request_id']}-{back}-{k}"
-                new_events.append(tuple(e[col] for col in ecols))
-        c.executemany(
-            f"INSERT INTO usage_events ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})",
-            new_events,
-        )
-        c.executemany(
-            f"INSERT INTO shadow_costs ({', '.join(scols)}) VALUES ({', '.join('?' * len(scols))})",
-            new_shadows,
-        )
-        return len(new_events)
+                batch.events.append(tuple(e[col] for col in EVENT_COLUMNS))
+        Sealer().seal(batch)
+        for table, cols, rows in (
+            ("usage_events", EVENT_COLUMNS, batch.events),
+            ("shadow_costs", SHADOW_COLUMNS, batch.shadows),
+        ):
+            names = (*cols, *CHAIN_COLUMNS)
+            c.executemany(
+                f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", rows
+            )
+        return len(batch.events)
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +260,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             rows = g.wait_rows(len(TRAFFIC) + hosted_n)
             assert len(rows) == len(TRAFFIC) + hosted_n
             added = replay(g.db_path, DEMO_PER_WEEKDAY)
+            reader = open_reader(str(g.db_path))  # what `nometer verify` does, and records
+            try:
+                audit = Auditor(reader, tmp / "prices").run()
+                assert audit.clean, [f.line() for f in audit.findings]
+                record(reader, audit)
+            finally:
+                reader.close()
             yield World(g, fake, keys, hosted_n, len(rows) + added)
 
 
@@ -418,6 +432,16 @@ def test_dashboard_equals_the_json_report(world: World, browser: Any, tmp_path: 
         assert b.get_attribute("data-name") == "backend-0" and b.get_attribute("data-healthy") == "true"
         assert text(page, "[data-testid=backend] [data-testid=backend-state]") == "healthy"
         assert text(page, "[data-testid=price-tables]") == ", ".join(day["price_tables"]) != "\u2013"
+        # the ledger proof: the verify state and chain heads of the period, as the report says
+        proof = day["integrity"]
+        assert proof["verify_state"] == "verified" and len(proof["chain_heads"]) == 2  # gateway + replay
+        assert page.get_attribute("[data-testid=proof-state]", "data-state") == "verified"
+        assert text(page, "[data-testid=proof-state]") == "verified"
+        heads = page.locator("[data-testid=chain-head]").evaluate_all(
+            "rs => rs.map(r => [r.dataset.chain, Number(r.dataset.seq), r.dataset.digest])"
+        )
+        assert heads == [[h["chain_id"], h["head_seq"], h["head_digest"]] for h in proof["chain_heads"]]
+        assert not page.locator("[data-testid=proof-unchained]").is_visible()
         # the key left the address bar; nothing was fetched from anywhere but the gateway
         assert "key=" not in page.url
         assert all(u.startswith((world.gateway.url + "/", "data:")) for u in urls), urls
@@ -551,6 +575,23 @@ def test_empty_ledger_and_unpriced_reference(tmp_path: Path, browser: Any) -> No
                 ):
                     assert money_at(page, sel) == ("", "unpriced"), sel
                 assert "ref=acme-private-llm" in page.url
+                assert page.get_attribute("[data-testid=proof-state]", "data-state") == "unverified"
+                # a row written outside the hash chain is flagged, never summed silently
+                with sqlite3.connect(g.db_path) as c:
+                    c.row_factory = sqlite3.Row
+                    e = dict(c.execute("SELECT * FROM usage_events").fetchone())
+                    row = {k: v for k, v in e.items() if k not in ("id", *CHAIN_COLUMNS)}
+                    row |= {"uid": "forged", "request_id": "forged-1"}
+                    c.execute(
+                        f"INSERT INTO usage_events ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                        list(row.values()),
+                    )
+                page.reload()
+                wait_ready(page)
+                warn = page.locator("[data-testid=proof-unchained]")
+                assert warn.is_visible() and warn.get_attribute("data-requests") == "1"
+                assert "1 requests outside the hash chain" in warn.inner_text()
+                assert text(page, "[data-testid=kpi-requests]") == "2"  # summed, but flagged
                 assert errors == []
             finally:
                 page.context.close()

@@ -212,7 +212,9 @@ def test_gateway_errors_are_openai_shaped(gw: GatewayServer) -> None:
         gw.base_url + "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
-    r = httpx.post(gw.base_url + "/chat/completions", content=b"[1,2]")
+    r = httpx.post(
+        gw.base_url + "/chat/completions", content=b"[1,2]", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     with pytest.raises(openai.APIStatusError) as big:
         c.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "x" * 5000}])

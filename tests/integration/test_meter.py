@@ -207,7 +207,8 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(
             "(SELECT uid FROM usage_events WHERE request_id = 'old-1')"
         )
     bad = nometer("verify", "--db", str(g.db_path))
-    assert bad.returncode == 1 and "MISMATCH old-1" in bad.stdout and "1 MISMATCHED" in bad.stdout
+    assert bad.returncode == 1 and "FINDING(S): the ledger was altered" in bad.stdout, bad.stdout
+    assert "CHANGED table=shadow_costs" in bad.stdout and "request=old-1" in bad.stdout
     with sqlite3.connect(g.db_path) as c:
         c.execute("UPDATE shadow_costs SET output_tokens = output_tokens - 1")  # undo
         c.execute(
@@ -215,7 +216,7 @@ def test_price_update_keeps_old_receipts_and_verify_catches_tampering(
             "(SELECT uid FROM usage_events WHERE request_id = 'new-1')"
         )
     bad2 = nometer("verify", "--db", str(g.db_path))
-    assert bad2.returncode == 1 and "MISMATCH new-1" in bad2.stdout and "old-1" not in bad2.stdout
+    assert bad2.returncode == 1 and "request=new-1" in bad2.stdout and "request=old-1" not in bad2.stdout
 
 
 def test_report_query_validation(tmp_path: Path, fake: FakeUpstream) -> None:

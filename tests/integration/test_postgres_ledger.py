@@ -132,6 +132,10 @@ def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
     assert verify.returncode == 0 and "8 of 8 receipts recomputed identically" in verify.stdout, (
         verify.stdout + verify.stderr
     )
+    # two replicas, two chains, no contention
+    assert "CLEAN: " in verify.stdout and "in 2 chain(s) checked" in verify.stdout, (
+        verify.stdout + verify.stderr
+    )
 
 
 def until_accepted(c: openai.OpenAI, within_s: float = 5.0) -> Any:

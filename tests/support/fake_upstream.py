@@ -39,7 +39,7 @@ import socket
 import struct
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Self
 
 import orjson
@@ -90,6 +90,8 @@ class FakeConfig:
     max_model_len: int | None = None  # reported per model in /v1/models, like vLLM
     waiting: int = 0  # vllm:num_requests_waiting in /metrics
     kv_cache_usage: float = 0.0  # vllm:kv_cache_usage_perc in /metrics
+    # extra headers on non-streamed answers, e.g. vLLM's default {"access-control-allow-origin": "*"}
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 _RECORD = web.RequestKey("record", RecordedRequest)
@@ -249,6 +251,8 @@ class FakeUpstream:
             self._set_outcome(record, "client_disconnected")
             return web.Response(status=499)  # never sent: aiohttp drops it quietly
         self._set_outcome(record, "completed")
+        if not response.prepared:
+            response.headers.update(self.config.response_headers)
         return response
 
     async def _health(self, request: web.Request) -> web.StreamResponse:

@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from gateway.app import NometerApp, create_app
+from gateway.http.protocol import server_options
 from gateway.settings import Settings, load_settings
 from tests.support.ports import free_port
 
@@ -34,7 +35,7 @@ class GatewayServer:
             host="127.0.0.1",
             port=self.port,
             loop="asyncio",
-            http="httptools",
+            **server_options(settings.server),
             lifespan="on",
             access_log=False,
             log_config=None,
@@ -50,7 +51,7 @@ class GatewayServer:
     def runtime(self) -> Any:
         return self.app.runtime
 
-    def start(self, timeout: float = 15) -> GatewayServer:
+    def start(self, timeout: float = 60) -> GatewayServer:
         """Start serving (once: a server that already runs is returned as is, so helpers may
         return a started server and tests still write ``with helper(...) as g:``)."""
         if self._thread.is_alive():

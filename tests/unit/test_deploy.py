@@ -31,3 +31,10 @@ def test_helm_values_config_is_valid_settings() -> None:
 def test_systemd_unit_runs_the_cli() -> None:
     unit = (DEPLOY / "systemd" / "nometer.service").read_text()
     assert "ExecStart=/opt/nometer/bin/nometer serve" in unit and "KillSignal=SIGTERM" in unit
+
+
+def test_the_open_files_limit_is_raised_where_a_file_can_say_so() -> None:
+    unit = (DEPLOY / "systemd" / "nometer.service").read_text()
+    assert "LimitNOFILE=65536" in unit  # systemd's default soft limit is 1024
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    assert compose["services"]["nometer"]["ulimits"]["nofile"] == {"soft": 65536, "hard": 65536}

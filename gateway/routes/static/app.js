@@ -130,6 +130,7 @@
   function reportUrl(by) {
     const q = new URLSearchParams({ by });
     if (state.since) q.set("since", state.since);
+    if (by !== "day") q.set("integrity", "0"); // the proof block is the same for all four: ask once
     return `v1/nometer/report?${q}`;
   }
 
@@ -191,6 +192,7 @@
     renderTable("tag", state.reports.tag, { empty: null, top: 10 });
     renderCauses(day.totals.hosted_spend_by_cause);
     renderFacts(day);
+    renderProof(day);
     testid("updated").textContent = `Updated ${new Date().toLocaleTimeString("en-GB")} · refreshes every ${REFRESH_MS / 1000} s`;
   }
 
@@ -534,6 +536,56 @@
     const p = rep.period;
     testid("period-range").textContent = `${p.from ? p.from.replace("T", " ").slice(0, 16) : "start of ledger"} → ${p.to ? p.to.replace("T", " ").slice(0, 16) : "now"} UTC`;
     testid("hardware").textContent = `${usd(rep.payback.hardware_usd).replace(/\.00$/, "")} hardware; payback vs ${rep.payback.reference ?? "–"}`;
+  }
+
+  const PROOF = {
+    verified: "verified",
+    partly_verified: "partly verified",
+    failed: "verification failed",
+    unverified: "not verified",
+  };
+
+  /** The period's proof: verify state, rows outside the chain, and the chain heads it rests on. */
+  function renderProof(rep) {
+    const p = rep.integrity;
+    const host = testid("proof");
+    host.hidden = !p;
+    if (!p) return;
+    const last = p.last_verification;
+    const badge = testid("proof-state");
+    badge.textContent = PROOF[p.verify_state] || p.verify_state;
+    badge.dataset.state = p.verify_state;
+    const when = last ? last.at.replace("T", " ").slice(0, 16) + " UTC" : "";
+    testid("proof-note").textContent = {
+      verified: `by nometer verify, ${when}: ${last && int(last.rows_checked)} rows, ${last && int(last.receipts)} receipts`,
+      partly_verified: `up to ${when}; rows were written since: run nometer verify`,
+      failed: `${last && int(last.findings)} finding(s) at ${when}: run nometer verify to see them`,
+      unverified: "run nometer verify to check this period",
+    }[p.verify_state] || "";
+    if (p.verify_state === "failed") showMessage("The ledger failed verification: some rows were altered after they were written.");
+    const u = p.unchained;
+    const warn = testid("proof-unchained");
+    warn.hidden = !(u.requests || u.cost_rows);
+    warn.dataset.requests = u.requests;
+    if (!warn.hidden) {
+      const sav = state.ref && u.savings_usd[state.ref] !== undefined ? `, savings ${usd(u.savings_usd[state.ref])} vs ${state.ref}` : "";
+      warn.textContent = `${int(u.requests)} requests outside the hash chain (written before it existed, or inserted)${sav}: `
+        + "included in the figures above, not proven.";
+    }
+    const heads = testid("chain-heads");
+    if (!p.chain_heads.length) {
+      heads.replaceChildren(el("p", { class: "empty", text: "No chained rows in this period." }));
+      return;
+    }
+    heads.replaceChildren(el("table", { class: "tbl" },
+      el("thead", {}, el("tr", {}, el("th", { text: "chain (one per gateway process)" }), el("th", { class: "num", text: "requests" }),
+        el("th", { class: "num", text: "seq" }), el("th", { text: "head digest" }))),
+      el("tbody", {}, ...p.chain_heads.map((h) => el("tr", { "data-testid": "chain-head", "data-chain": h.chain_id,
+        "data-seq": h.head_seq, "data-digest": h.head_digest ?? "" },
+      el("td", { class: "key", text: h.chain_id }),
+      el("td", { class: "num", text: int(h.requests) }),
+      el("td", { class: "num dim", text: `${int(h.first_seq)}–${int(h.head_seq)}` }),
+      el("td", { class: "digest", title: h.head_digest ?? "", text: h.head_digest ? `${h.head_digest.slice(0, 16)}…` : "–" }))))));
   }
 
   // -- wiring ------------------------------------------------------------------------------------

@@ -287,3 +287,12 @@ def test_encodings_come_from_the_shipped_cache(monkeypatch: pytest.MonkeyPatch) 
         encoding.cache_clear()
     assert (BPE_DIR / "9b5ad71b2ce5302211f9c61530b329a4922fc6a4").is_file()  # cl100k_base
     assert (BPE_DIR / "fb374d419588a4632f3f557e76b4b70aebbca790").is_file()  # o200k_base
+
+
+def test_messages_and_tools_that_are_not_objects_count_nothing() -> None:
+    spec = tokenizer_for("gpt-4o")
+    good = [{"role": "user", "content": "hello"}]
+    tool = {"type": "function", "function": {"name": "f", "description": "d"}}
+    expected = count_chat_prompt(good, [tool], spec)
+    junk: list[Any] = [1, "text", None, [], True]
+    assert count_chat_prompt([*junk, *good], [*junk, tool], spec) == expected

@@ -100,3 +100,25 @@ async def test_write_failure_is_retried(tmp_path: Path) -> None:
     await rec.stop()
     assert len(_rows(tmp_path / "l.db")) == 1
     await store.close()
+
+
+async def test_rows_are_sealed_once_into_this_processs_chain_before_they_are_written(tmp_path: Path) -> None:
+    from gateway.ledger.chain import EVENTS, ChainWalk
+
+    db = tmp_path / "l.db"
+    store = SQLiteStore(db)
+    await store.open()
+    rec = Recorder(store, LedgerSettings(path=str(db), batch_max=2), make_finalizer(None))
+    for i in range(5):
+        rec.record(_rec(i))
+    await rec.stop()  # three batches
+    await store.close()
+    with sqlite3.connect(db) as c:
+        c.row_factory = sqlite3.Row
+        rows = [dict(r) for r in c.execute("SELECT * FROM usage_events ORDER BY chain_seq")]
+    assert [r["chain_seq"] for r in rows] == [1, 2, 3, 4, 5]
+    assert {r["chain_id"] for r in rows} == {rec.chain.chain_id}
+    walk = ChainWalk(rec.chain.chain_id)
+    assert [f for r in rows for f in walk.feed(EVENTS, r)] == []
+    head = walk.head()
+    assert head is not None and head.head_digest == rec.chain.head

@@ -95,3 +95,16 @@ def test_missing_usage_is_estimated_and_labelled() -> None:
 def test_unreachable_counts_nothing() -> None:
     u, _ = extract(_rec(outcome=ev.UNREACHABLE), lambda text: 99)
     assert u.prompt_tokens is None and u.source == "none"
+
+
+def test_request_text_reads_a_body_nested_deeper_than_the_recursion_limit() -> None:
+    from gateway.meter.usage import request_text
+
+    deep = orjson.loads(b'{"messages":' + b"[" * 1020 + b'"deep"' + b"]" * 1020 + b"}")
+    assert request_text(deep) == "deep"
+    body = {
+        "instructions": "i",
+        "messages": [{"role": "user", "content": [{"text": "a"}, {"text": "b"}], "name": "n"}],
+        "prompt": "p",
+    }
+    assert request_text(body) == "a\nb\nn\np\ni"  # document order, as the recursive walk had it
