@@ -1,5 +1,5 @@
 """API keys across a PostgreSQL outage: the gateway reaches the shared PostgreSQL through a
-fault-injecting TCP proxy (``tests.support.tcp_fault``), cut for 10 s like a restart, then
+fault-injecting TCP proxy (``tests.support.chaos_proxy``), cut for 10 s like a restart, then
 restored. The server itself is never touched.
 
 What must hold: while it cannot re-read keys, the replica says so in ``/readyz`` and its log,
@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from gateway.ledger.keystore import PostgresKeyStore
+from tests.support.chaos_proxy import ChaosProxy
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 from tests.support.postgres import PG_PORT, fresh_database
-from tests.support.tcp_fault import FaultProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 ADMIN_ENV = "NOMETER_TEST_PG_KEYS_ADMIN"
@@ -61,7 +61,7 @@ def test_keys_revoke_after_a_postgres_restart(
 ) -> None:
     monkeypatch.setenv(ADMIN_ENV, "admin-secret-pg")
     direct = PostgresKeyStore(f"postgresql://127.0.0.1:{PG_PORT}/{database}")  # the CLI's view
-    with FakeUpstream() as fake, FaultProxy(PG_PORT) as fault:
+    with FakeUpstream() as fake, ChaosProxy(PG_PORT) as fault:
         s = gateway_settings(
             tmp_path,
             [fake.base_url],
@@ -71,14 +71,14 @@ def test_keys_revoke_after_a_postgres_restart(
                 "refresh_s": REFRESH_S,
                 "keys_max_stale_s": MAX_STALE_S,
             },
-            ledger={"url": fault.url("postgresql", f"/{database}"), "path": str(tmp_path / "x.db")},
+            ledger={"url": f"postgresql://127.0.0.1:{fault.port}/{database}", "path": str(tmp_path / "x.db")},
         )
         old, old_rec = direct.create("research")
         with GatewayServer(s) as g, caplog.at_level(logging.ERROR, "nometer.policy"):
             wait_for(lambda: chat(g, old).status_code == 200, BOUND_S, "the first key was never accepted")
             assert httpx.get(g.url + "/readyz").json()["keys"]["fresh"] is True
 
-            fault.down()  # the database "restarts": connections reset, new ones refused
+            fault.set_mode("down")  # the database "restarts": connections reset, new ones reset at once
             cut = time.monotonic()
             wait_for(
                 lambda: httpx.get(g.url + "/readyz").status_code == 503, BOUND_S, "readyz did not notice"
@@ -99,7 +99,7 @@ def test_keys_revoke_after_a_postgres_restart(
             assert admin.status_code == 200  # the admin key comes from the environment: still works
 
             time.sleep(max(0.0, CUT_S - (time.monotonic() - cut)))
-            fault.restore()  # the database is back; the key changes are made there now
+            fault.set_mode("pass")  # the database is back; the key changes are made there now
             direct.disable(old_rec.key_id)
             new, _ = direct.create("research")
             wait_for(lambda: chat(g, new).status_code == 200, BOUND_S, "a new key was never accepted")
@@ -113,23 +113,23 @@ def test_open_mode_ignores_stale_keys(tmp_path: Path, database: str) -> None:
     """In open mode a key only names a team; once keys are stale, callers are anonymous (the
     team's policy, which a revoked key must not keep, no longer applies) and still served."""
     direct = PostgresKeyStore(f"postgresql://127.0.0.1:{PG_PORT}/{database}")
-    with FakeUpstream() as fake, FaultProxy(PG_PORT) as fault:
+    with FakeUpstream() as fake, ChaosProxy(PG_PORT) as fault:
         s = gateway_settings(
             tmp_path,
             [fake.base_url],
             auth={"mode": "open", "refresh_s": REFRESH_S, "keys_max_stale_s": MAX_STALE_S},
-            ledger={"url": fault.url("postgresql", f"/{database}"), "path": str(tmp_path / "x.db")},
+            ledger={"url": f"postgresql://127.0.0.1:{fault.port}/{database}", "path": str(tmp_path / "x.db")},
             teams={"research": {"models": ["nothing-here"]}},  # the team may not use fake-model
         )
         key, _ = direct.create("research")
         with GatewayServer(s) as g:
             wait_for(lambda: chat(g, key).status_code == 403, BOUND_S, "the key never named its team")
-            fault.down()
+            fault.set_mode("down")
             wait_for(
                 lambda: chat(g, key).status_code == 200, MAX_STALE_S + BOUND_S, "stale key still applied"
             )
             assert httpx.get(g.url + "/readyz").status_code == 200  # open mode: keys are optional
             assert httpx.get(g.url + "/readyz").json()["keys"]["refused"] is True
-            fault.restore()
+            fault.set_mode("pass")
             wait_for(lambda: chat(g, key).status_code == 403, BOUND_S, "the key never came back")
     direct.close()

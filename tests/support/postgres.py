@@ -1,7 +1,7 @@
 """A private database on the shared PostgreSQL (127.0.0.1:5432, trust auth), dropped afterwards.
 
 The server is shared by every engineer's tests: a test makes its own database, never touches
-another, and never stops or reconfigures the server (outages go through ``tcp_fault``)."""
+another, and never stops or reconfigures the server (outages go through ``chaos_proxy``)."""
 
 from __future__ import annotations
 
