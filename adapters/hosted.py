@@ -110,7 +110,7 @@ def load() -> Any:
 
             # pydantic's notice about litellm's own TypedDicts, once per process: noise, not ours
             warnings.filterwarnings(
-                "ignore", message=r"Item .* is using the `ReadOnly` qualifier", category=UserWarning
+                "ignore", message=r"Items? .* (is|are) using the `ReadOnly` qualifier", category=UserWarning
             )
             litellm.suppress_debug_info = True
             litellm.drop_params = True  # a parameter the provider lacks is dropped, not an error

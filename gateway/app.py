@@ -26,6 +26,7 @@ from gateway.backends.energy import EnergySampler, nvml_reader
 from gateway.backends.managed import ManagedServer
 from gateway.backends.pool import BackendPool, build_backends
 from gateway.backends.routing import Router
+from gateway.http.boundary import ErrorBoundary, hold
 from gateway.http.guard import browser_guard
 from gateway.http.middleware import RequestIdMiddleware
 from gateway.http.proxy import Proxy, forwards_get, send_error
@@ -94,16 +95,29 @@ def build_runtime(settings: Settings) -> Runtime:
         pool=process,
     )
     governance = Governance(settings, router, pool, meter.table, hosted_path)
-    proxy = Proxy(
-        router, pool, governance.gate, recorder.record, settings.routing, settings.server.max_body_bytes
+    proxy = Proxy(  # its records wait for the error boundary (NometerApp) to pass them on
+        router, pool, governance.gate, hold(recorder.record), settings.routing, settings.server.max_body_bytes
     )
+
+    def label_names() -> tuple[set[str], frozenset[str]]:
+        """What metrics may label with (read per written batch, in the recorder's thread; every
+        structure read here is swapped whole on change, never mutated)."""
+        book = governance.book
+        models = set(router.model_names()) | set(router.aliases) | set(router.aliases.values())
+        models.update(book.hosted.models)
+        for rules in (book.default, *book.teams.values()):
+            models.update(rules.policy.fallback.models)
+        return models, frozenset(book.teams) | governance.auth.ring.teams
+
     metrics = Metrics(
         lambda: {
             "inflight": proxy.inflight,
             "queue_depth": recorder.depth,
             "dropped": recorder.dropped,
             "backends": router.backends,
-        }
+            "policy_failures": governance.failures(),
+        },
+        label_names,
     )
     recorder.listeners.append(metrics.observe)
     return Runtime(
@@ -149,7 +163,9 @@ class NometerApp:
         self.runtime = runtime
         self.control = control
         self._control = RequestIdMiddleware(control)
-        self.proxy = runtime.proxy
+        # the hot path, inside its error boundary: whatever escapes the proxy still gets an
+        # OpenAI-shaped answer and one ledger row (gateway.http.boundary)
+        self.proxy = ErrorBoundary(runtime.proxy, runtime.recorder.record, runtime.governance.gate.identify)
         self.auth = runtime.governance.auth
         self._entry = browser_guard(self._dispatch, runtime.settings.server, self.auth.mode)
 

@@ -108,6 +108,26 @@ class MissingApiKey(AuthenticationFailed):
     code = "missing_api_key"
 
 
+class CountersUnavailable(GatewayError):
+    """The shared counter store (Redis) failed, refused or did not answer within its timeout.
+
+    Raised by ``gateway.policy.redis_link`` in place of the client's own exceptions; the rate
+    limiter and the budgets then fail open or closed, as each team's policy says."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "counters_unavailable"
+
+
+class KeysUnavailable(GatewayError):
+    """The gateway could not re-read its API keys for longer than ``auth.keys_max_stale_s``: it
+    refuses keys rather than honour one that may have been revoked meanwhile."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "keys_unavailable"
+
+
 class HostedFailed(GatewayError):
     """Every hosted fallback model failed before the first byte."""
 
@@ -207,6 +227,31 @@ class FallbackUnavailable(Refusal):
     status = 503
     type = "service_unavailable_error"
     code = "fallback_unavailable"
+
+
+class LimitsUnavailable(Refusal):
+    """The team's rate limits fail closed (``limits.fail: closed``) and their counters are down."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "rate_limits_unavailable"
+
+
+class BudgetUnavailable(Refusal):
+    """The team's hosted budget cannot be checked (its counters are down); budgets fail closed
+    by default (``budget.fail``)."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "budget_unavailable"
+
+
+class CapExceeded(Refusal):
+    """A request asks for more than the team's caps allow (``n``, ``max_tokens``: ``caps``)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "cap_exceeded"
 
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:

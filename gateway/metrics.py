@@ -5,11 +5,16 @@ Names follow the OpenTelemetry GenAI semantic conventions where they exist
 ``gen_ai.server.time_to_first_token``, with ``gen_ai_operation_name`` / ``gen_ai_request_model`` /
 ``gen_ai_response_model`` labels); money and ledger health are nometer's own (``nometer_*``).
 Live gauges (in-flight requests, queue depth, backend health) are read at scrape time.
+
+Label values are bounded: a model label is a name the gateway serves or is configured with
+(served models, aliases, hosted fallback models), a team label a configured team or one some key
+names; anything else (a client's made-up model name in a refused request, say) is ``other``.
+Tags are never labels. So ``/metrics`` cannot grow with what clients send.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +26,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.ledger.events import EVENT_COLUMNS, SHADOW_COLUMNS
@@ -38,6 +43,8 @@ _OPERATION = {
     "/v1/embeddings": "embeddings",
     "/v1/responses": "chat",
 }
+OTHER = "other"  # the label value of any name that is not configured
+Names = Callable[[], tuple[Collection[str], Collection[str]]]  # -> (known models, known teams)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 
@@ -46,7 +53,7 @@ class _Live(Collector):
     def __init__(self, read: Callable[[], dict[str, Any]]):
         self._read = read
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self._read()
         yield GaugeMetricFamily(
             "nometer_inflight_requests", "Requests being proxied now", value=s["inflight"]
@@ -70,10 +77,19 @@ class _Live(Collector):
             outstanding.add_metric([b.name], float(b.outstanding))
         yield healthy
         yield outstanding
+        store_errors = CounterMetricFamily(
+            "nometer_policy_store_errors",
+            "Requests whose rate-limit or budget counters (Redis) failed, by what the policy did",
+            labels=["store", "action"],
+        )
+        for (store, mode), n in sorted(s.get("policy_failures", {}).items()):
+            store_errors.add_metric([store, f"fail_{mode}"], float(n))
+        yield store_errors
 
 
 class Metrics:
-    def __init__(self, live: Callable[[], dict[str, Any]]):
+    def __init__(self, live: Callable[[], dict[str, Any]], names: Names | None = None):
+        self._names = names
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -142,19 +158,25 @@ class Metrics:
 
     def observe(self, batch: LedgerBatchLike) -> None:
         """Recorder listener: called once per written batch, in the recorder's worker thread."""
+        known_models, known_teams = self._names() if self._names is not None else ((), ())
+
+        def bounded(name: str | None, known: Collection[str]) -> str:
+            if not name or self._names is None:
+                return name or ""
+            return name if name in known else OTHER
+
         teams: dict[str, tuple[str, str]] = {}
         for row in batch.events:
-            model = row[_E["served_model"]] or row[_E["requested_model"]] or ""
-            team = row[_E["team"]] or ""
+            requested = bounded(row[_E["requested_model"]], known_models)
+            model = bounded(row[_E["served_model"]], known_models) or requested
+            team = bounded(row[_E["team"]], known_teams)
             teams[row[_E["uid"]]] = (model, team)
             op = _OPERATION.get(row[_E["endpoint"]], "other")
             self._child(
                 self.requests, model, team, row[_E["backend"]] or "", row[_E["route"]], row[_E["outcome"]]
             ).inc()
             if row[_E["latency_ms"]] is not None:
-                self._child(self.duration, op, row[_E["requested_model"]] or "", model, team).observe(
-                    row[_E["latency_ms"]] / 1000
-                )
+                self._child(self.duration, op, requested, model, team).observe(row[_E["latency_ms"]] / 1000)
             if row[_E["ttft_ms"]] is not None and row[_E["stream"]]:
                 self._child(self.ttft, op, model).observe(row[_E["ttft_ms"]] / 1000)
             for kind, col in (("input", "prompt_tokens"), ("output", "completion_tokens")):

@@ -178,7 +178,13 @@ class AuthSettings(_Frozen):
     mode: Literal["open", "keys"] | None = None  # None: open while bound to loopback, keys otherwise
     allow_open_non_loopback: bool = False  # the explicit force to serve `open` on a public address
     admin_key_env: str | None = "NOMETER_ADMIN_KEY"  # env var holding the admin key; unset: no admin API
-    refresh_s: float = 1.0  # how often keys changed by the CLI (another process) are re-read
+    refresh_s: float = Field(
+        default=1.0, gt=0
+    )  # how often keys changed elsewhere (CLI, replicas) are re-read
+    # After this long without a successful re-read (ledger database down), keys are refused (keys
+    # mode: 503 keys_unavailable; open mode: ignored, the caller is anonymous) rather than honour
+    # one that may have been revoked meanwhile. None: keep serving the last keys read.
+    keys_max_stale_s: float | None = Field(default=60.0, gt=0)
 
 
 class RateLimit(_Frozen):
@@ -186,9 +192,15 @@ class RateLimit(_Frozen):
     tpm: int | None = Field(default=None, ge=1)  # tokens (prompt + completion) per minute
 
 
+FailMode = Literal["open", "closed"]
+
+
 class TeamLimits(_Frozen):
     key: RateLimit = RateLimit()  # each key of the team
     team: RateLimit = RateLimit()  # all keys of the team together
+    # Counters unreachable (Redis down or slow): "open" serves the request unlimited (logged and
+    # counted in nometer_policy_store_errors_total); "closed" refuses it, 503 rate_limits_unavailable.
+    fail: FailMode = "open"
 
 
 class BudgetSettings(_Frozen):
@@ -198,6 +210,19 @@ class BudgetSettings(_Frozen):
     usd_per_month: Decimal | None = Field(default=None, ge=0)
     # Reservation for a request without max_tokens; the hosted call is then capped at it.
     assume_max_tokens: int = Field(default=4096, ge=1)
+    # Counters unreachable: "closed" (default) refuses hosted requests, 503 budget_unavailable;
+    # "open" sends them unbudgeted (logged and counted).
+    fail: FailMode = "closed"
+
+
+class Caps(_Frozen):
+    """What one request may ask for, checked before it is forwarded (locally and hosted)."""
+
+    max_n: int | None = Field(default=16, ge=1)  # `n` and `best_of` (choices generated per request)
+    max_tokens: int | None = Field(
+        default=None, ge=1
+    )  # max_tokens / max_completion_tokens / max_output_tokens
+    max_body_bytes: int | None = Field(default=None, ge=1)  # below server.max_body_bytes, for this team
 
 
 class FallbackSettings(_Frozen):
@@ -212,6 +237,7 @@ class TeamPolicy(_Frozen):
     limits: TeamLimits = TeamLimits()
     budget: BudgetSettings = BudgetSettings()
     fallback: FallbackSettings = FallbackSettings()
+    caps: Caps = Caps()
 
 
 class HostedModelSettings(_Frozen):
@@ -244,6 +270,8 @@ class HostedSettings(_Frozen):
 class LimitsSettings(_Frozen):
     redis_url: str | None = None  # share rate limits and budgets between replicas (redis.asyncio)
     redis_prefix: str = "nometer"
+    redis_timeout_s: float = Field(default=0.25, gt=0)  # bound on every Redis call, connecting included
+    redis_retry_s: float = Field(default=1.0, ge=0)  # after a failure, skip Redis this long (fail fast)
 
 
 class Settings(_Frozen):

@@ -7,10 +7,11 @@ way to the next. The client receives OpenAI-shaped JSON or SSE whatever the prov
 ``x-nometer-route: hosted`` and ``x-nometer-fallback-cause`` headers.
 
 Money: before each attempt the team's budget reserves the worst case (the prompt counted with
-the hosted model's tokenizer, plus ``max_tokens`` — capped at ``budget.assume_max_tokens`` when
-the client set none), at the price table's rates. Afterwards the provider's reported usage is
-priced with the same table (the shadow meter's pinned one) and replaces the reservation. Without
-reported usage (client gone mid-stream) the streamed chunks and the prompt estimate are priced.
+the hosted model's tokenizer, plus ``n`` times ``max_tokens`` — capped at
+``budget.assume_max_tokens`` when the client set none), at the price table's rates. Afterwards
+the provider's reported usage is priced with the same table (the shadow meter's pinned one) and
+replaces the reservation. Without reported usage (client gone mid-stream) the streamed chunks
+and the prompt estimate are priced.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from gateway.http.sse import DONE, error_event
 from gateway.ledger import events as ev
 from gateway.ledger.events import RequestRecord
 from gateway.policy.budget import Budgets, Reservation
-from gateway.policy.fallback import candidates, requested_max_tokens
+from gateway.policy.fallback import candidates, requested_choices, requested_max_tokens
 from gateway.policy.rules import PolicyBook, TeamRules
 from gateway.settings import FallbackCause
 from pricing.cost import CloudUsage, cloud_cost
@@ -120,6 +121,7 @@ class HostedPath:
         if rules.has_budget and max_tokens is None:
             max_tokens = budget.assume_max_tokens
             payload = {**payload, "max_tokens": max_tokens}
+        choices = requested_choices(payload)  # each of `n` choices may use max_tokens
         failures: list[str] = []
         refused: errors.BudgetExceeded | None = None
         for name in candidates(rules, rec.requested_model):
@@ -136,7 +138,7 @@ class HostedPath:
                 prompt = _prompt_tokens(payload, priced.price_key)
                 try:
                     reservation = await self.budgets.reserve(
-                        rules.team, budget, worst_case(priced.price, prompt, max_tokens or 0)
+                        rules.team, budget, worst_case(priced.price, prompt, choices * (max_tokens or 0))
                     )
                 except errors.BudgetExceeded as exc:
                     refused = refused or exc
@@ -254,6 +256,7 @@ def _headers(rec: RequestRecord, cause: str, ctype: bytes) -> list[tuple[bytes, 
     return [
         (b"content-type", ctype),
         (b"x-request-id", rec.request_id.encode()),
+        (b"x-nometer-receipt-id", rec.uid.encode()),
         (b"x-nometer-route", b"hosted"),
         (b"x-nometer-fallback-cause", cause.encode()),
     ]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from adapters.base import UpstreamBrokenStream, UpstreamConnectError, UpstreamResponse, UpstreamTimeout
 from gateway import errors
@@ -55,6 +55,7 @@ _MODEL_REQUIRED = frozenset(
 )
 _RESPONSES = "/v1/responses"
 _JSON = (b"content-type", b"application/json")
+_RECEIPT_ID = b"x-nometer-receipt-id"  # the server's id of the ledger row (request ids are the client's)
 # vLLM's GET routes that the gateway forwards (everything else GET is the control app's). These
 # server-level ones are probes, not usage: relayed, never recorded. GET /v1/responses/{id} is.
 FORWARDED_GET = frozenset({"/version", "/load", "/ping", "/health"})
@@ -119,7 +120,7 @@ class Proxy:
         pinned: Backend | None = None
         try:
             ident = self.gate.identify(headers)  # 401 before the body is even read
-            body = await read_body(scope, receive, self.max_body)
+            body = await read_body(scope, receive, self.gate.body_limit(ident, self.max_body))
             payload, named = request_model(path, headers, body)
             if named is not None:
                 model = named
@@ -249,14 +250,14 @@ class Proxy:
         try:
             if plan.cause is not None or route is None:  # the admit step chose a hosted model
                 assert plan.cause is not None and client_payload is not None
-                return await self._hosted(send, rec, plan, plan.cause, client_payload)
+                return await self._hosted(send, rec, plan, plan.cause, client_payload, watch)
             try:
                 resp, backend, clocks = await self._connect(scope, rec, route, body, forward_headers, pinned)
             except (errors.NoHealthyBackend, errors.UpstreamUnreachable, errors.UpstreamTimedOut):
                 # nothing reached the client yet: the policy may still send it to a hosted model
                 if client_payload is None or not plan.fallback_after("unavailable", scope["path"]):
                     raise
-                return await self._hosted(send, rec, plan, "unavailable", client_payload)
+                return await self._hosted(send, rec, plan, "unavailable", client_payload, watch)
             try:
                 rec.status = resp.status
                 if resp.status >= 400:
@@ -299,12 +300,24 @@ class Proxy:
             watcher.cancel()
 
     async def _hosted(
-        self, send: Send, rec: RequestRecord, plan: Plan, cause: FallbackCause, payload: dict[str, Any]
+        self,
+        send: Send,
+        rec: RequestRecord,
+        plan: Plan,
+        cause: FallbackCause,
+        payload: dict[str, Any],
+        watch: _Watch,
     ) -> None:
         hosted = self.gate.hosted
         if hosted is None:
             raise errors.FallbackUnavailable("Hosted fallback is not enabled in this gateway.")
-        await hosted.serve(send, rec, plan.rules, cause, payload)
+
+        async def send_watched(msg: Message) -> None:
+            if msg["type"] == "http.response.body" and not msg.get("more_body", False):
+                watch.finished = True  # a client leaving now does not interrupt the settlement
+            await send(msg)
+
+        await hosted.serve(send_watched, rec, plan.rules, cause, payload)
 
     async def _connect(
         self,
@@ -374,6 +387,7 @@ class Proxy:
             *resp.headers,
             (b"content-length", str(len(data)).encode()),
             (b"x-request-id", rec.request_id.encode()),
+            (_RECEIPT_ID, rec.uid.encode()),
         ]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         watch.finished = True
@@ -388,7 +402,7 @@ class Proxy:
         watch: _Watch,
         remember: tuple[Backend, str] | None,
     ) -> None:
-        headers = [*resp.headers, (b"x-request-id", rec.request_id.encode())]
+        headers = [*resp.headers, (b"x-request-id", rec.request_id.encode()), (_RECEIPT_ID, rec.uid.encode())]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         chunks = rec.chunks
         strip = UsageChunkFilter(rec.forced_usage) if rec.forced_usage else None

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.ids import new_id
+
 # Outcomes, as stored in the ledger.
 OK = "ok"
 UPSTREAM_ERROR = "upstream_error"  # upstream answered 4xx/5xx, or broke mid-stream
@@ -18,6 +20,7 @@ CLIENT_GONE = "client_gone"  # the client disconnected before the end
 TIMEOUT = "timeout"
 UNREACHABLE = "unreachable"  # no backend could be reached
 REFUSED = "refused"  # the gateway refused after routing (policy, limits)
+GATEWAY_ERROR = "gateway_error"  # the gateway itself failed (a bug, caught by http.boundary)
 
 
 @dataclass(slots=True)
@@ -48,6 +51,9 @@ class RequestRecord:
     busy_s: float | None = None  # this request's share of its backend's busy time
     joules: float | None = None  # its share of measured energy (None: not measured)
     hosted_cost_usd: str | None = None  # route=hosted: provider usage priced with the table (decimal string)
+    # The server's own id of this event (ledger `uid`), unique unlike the client-chosen request id:
+    # sent back as `x-nometer-receipt-id`, and the key of `GET /v1/nometer/receipts/{id}`.
+    uid: str = field(default_factory=new_id)
     # Raw material for the recorder: the parsed request and the response bytes (non-stream body,
     # or the list of stream chunks). Kept by reference only; never written to the ledger.
     request: dict[str, Any] | None = None

@@ -225,9 +225,15 @@ class PostgresKeyStore(KeyStore):
     """The same table in a PostgreSQL ledger, shared by every replica (and the CLI).
 
     The store's methods are synchronous (the gateway calls them in worker threads, the CLI
-    directly); asyncpg is async, so a private event loop in a daemon thread owns one connection
-    and every call is handed to it, one at a time.
+    directly); asyncpg is async, so a private event loop in a daemon thread owns a small
+    connection pool and every call is handed to it, one at a time. A pool, not one connection:
+    when the server drops its connections (a restart, a failover), the next call connects
+    again; a read that meets a dead connection is retried once on a fresh one, so the first poll
+    after the database is back already sees every change. Connecting and each statement are
+    bounded (``TIMEOUT_S``), so a database that hangs cannot hold a caller for long.
     """
+
+    TIMEOUT_S = 5.0
 
     def __init__(self, url: str):
         import threading
@@ -237,7 +243,7 @@ class PostgresKeyStore(KeyStore):
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="nometer-keys-pg", daemon=True).start()
-        self._conn: Any = None
+        self._pool: Any = None
         self._call(self._open())
 
     async def _open(self) -> None:
@@ -248,11 +254,13 @@ class PostgresKeyStore(KeyStore):
         store = PostgresStore(self.url, max_size=1)  # migrations (api_keys is migration 3)
         await store.open()
         await store.close()
-        self._conn = await asyncpg.connect(self.url)
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=2, timeout=self.TIMEOUT_S, command_timeout=self.TIMEOUT_S
+        )
 
     def _call(self, coro: Any) -> Any:
         with self._lock:
-            return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result(4 * self.TIMEOUT_S)
 
     @staticmethod
     def _pg(sql: str) -> str:
@@ -266,24 +274,35 @@ class PostgresKeyStore(KeyStore):
         return re.sub(r"\?", number, sql)
 
     def _fetchall(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        import asyncpg
+
+        dead = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.AdminShutdownError, OSError)
+
         async def run() -> list[tuple[object, ...]]:
-            return [tuple(r) for r in await self._conn.fetch(self._pg(sql), *params)]
+            for attempt in (1, 2):
+                try:
+                    async with self._pool.acquire(timeout=self.TIMEOUT_S) as conn:
+                        return [tuple(r) for r in await conn.fetch(self._pg(sql), *params)]
+                except dead:  # a connection the server dropped: once more, on a new one
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
 
         return self._call(run())  # type: ignore[no-any-return]
 
     def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
-        async def run() -> None:
-            async with self._conn.transaction():
-                await self._conn.execute("LOCK TABLE api_keys IN EXCLUSIVE MODE")  # revisions stay ordered
-                rev = await self._conn.fetchval("SELECT COALESCE(MAX(revision), 0) + 1 FROM api_keys")
+        async def run() -> None:  # never retried: a write whose commit was lost must not run twice
+            async with self._pool.acquire(timeout=self.TIMEOUT_S) as conn, conn.transaction():
+                await conn.execute("LOCK TABLE api_keys IN EXCLUSIVE MODE")  # revisions stay ordered
+                rev = await conn.fetchval("SELECT COALESCE(MAX(revision), 0) + 1 FROM api_keys")
                 for sql, params in statements:
-                    await self._conn.execute(self._pg(sql), *(rev if v is _REVISION else v for v in params))
+                    await conn.execute(self._pg(sql), *(rev if v is _REVISION else v for v in params))
 
         self._call(run())
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._call(self._conn.close())
+        if self._pool is not None:
+            self._call(self._pool.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 

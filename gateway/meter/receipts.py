@@ -18,7 +18,11 @@ from pricing.cost import CloudUsage
 from pricing.receipt import ReceiptInputs, ReferenceTokens, compute_receipt, receipt_digest
 from pricing.store import PriceStore
 
-EVENT_SQL = "SELECT * FROM usage_events WHERE request_id = {p} ORDER BY id DESC LIMIT 1"
+# A receipt is looked up by the server's id (`uid`, sent as x-nometer-receipt-id: unique) or by the
+# client's request id (not unique: any client may send any id), within what the caller may see.
+EVENT_SQL = (
+    "SELECT * FROM usage_events WHERE (uid = {p1} OR request_id = {p2}){team} ORDER BY id DESC LIMIT 50"
+)
 SHADOW_SQL = "SELECT * FROM shadow_costs WHERE event_uid = {p} ORDER BY ref_index"
 
 
@@ -64,6 +68,7 @@ def view(event: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any]:
     return {
         "object": "nometer.receipt",
         "request_id": event["request_id"],
+        "receipt_id": event["uid"],
         "created": event["ts"],
         "endpoint": event["endpoint"],
         "requested_model": event["requested_model"],

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.ids import new_id
 from gateway.ledger.events import RequestRecord
 from gateway.ledger.store import Row
 from gateway.meter import anthropic
@@ -121,7 +120,7 @@ def make_finalizer(
     def finalize(batch: list[RequestRecord]) -> LedgerBatch:
         out = LedgerBatch()
         for rec in batch:
-            uid = new_id()
+            uid = rec.uid
             usage, shadow = Usage(), None
             try:
                 usage, events = extract(rec, count_tokens)

@@ -93,11 +93,18 @@ class Gate:
     def identify(self, headers: list[tuple[bytes, bytes]]) -> Identity | None:
         return self.auth.identify(headers)
 
+    def body_limit(self, ident: Identity | None, server_max: int) -> int:
+        """The largest body this caller may send: the server's limit, or its team's cap below it."""
+        cap = self.book.rules(ident.team if ident is not None else None).policy.caps.max_body_bytes
+        return server_max if cap is None else min(cap, server_max)
+
     async def admit(
         self, ident: Identity | None, path: str, payload: dict[str, Any] | None, model: str
     ) -> Plan:
         book = self.book  # one snapshot for the whole decision, whatever a reload does meanwhile
         rules = book.rules(ident.team if ident is not None else None)
+        if payload is not None:
+            check_caps(rules, payload)  # before anything is counted or forwarded, locally or hosted
         if rules.plain:
             return Plan(ident, rules, self.router.resolve(model))
         if not rules.allows(model):
@@ -152,6 +159,35 @@ class Gate:
         """Settle token-rate counters with the tokens the request really used."""
         if plan.ticket is not None:
             await self.limiter.settle(plan.ticket, total_tokens(rec))
+
+
+_N_FIELDS = ("n", "best_of")  # choices generated for one request (chat, completions)
+_MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def check_caps(rules: TeamRules, payload: dict[str, Any]) -> None:
+    """Refuse a request that asks for more than the team's ``caps``: 400 ``cap_exceeded`` naming
+    the field and the cap. A capped field must be an integer (a string or float would be coerced
+    by vLLM's validation, past the cap)."""
+    caps = rules.policy.caps
+    for fields, cap, setting in (
+        (_N_FIELDS, caps.max_n, "max_n"),
+        (_MAX_TOKEN_FIELDS, caps.max_tokens, "max_tokens"),
+    ):
+        if cap is None:
+            continue
+        for f in fields:
+            v = payload.get(f)
+            if v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise errors.InvalidRequest(f"`{f}` must be an integer.", param=f)
+            if v > cap:
+                raise errors.CapExceeded(
+                    f"`{f}` is {v}, above the cap of {cap} for team `{rules.team or '-'}` "
+                    f"(policy caps.{setting}).",
+                    param=f,
+                )
 
 
 async def _estimate(payload: dict[str, Any]) -> int:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,6 +85,9 @@ class Authenticator:
         self.ring = ring or KeyRing()
         admin = os.environ.get(admin_key_env) if admin_key_env else None
         self._admin = digest(admin) if admin else None
+        # monotonic time after which the ring is too old to trust (``auth.keys_max_stale_s``
+        # without a successful re-read); moved forward by every successful read
+        self.trusted_until = math.inf
 
     @property
     def has_admin(self) -> bool:
@@ -102,6 +107,8 @@ class Authenticator:
                 "You didn't provide an API key. Send it as `Authorization: Bearer <key>` "
                 "(or `x-api-key: <key>`)."
             )
+        if time.monotonic() > self.trusted_until:
+            return self._stale(key)
         rec = self.ring.find(key)
         if rec is not None:
             return Identity(rec.key_id, rec.name, rec.team)
@@ -110,6 +117,20 @@ class Authenticator:
         if self.mode == "open":
             return None
         raise errors.AuthenticationFailed("Incorrect API key provided (unknown, disabled or expired).")
+
+    def _stale(self, key: bytes) -> Identity | None:
+        """Keys could not be re-read for too long: a key may have been revoked meanwhile, so none
+        is honoured. The admin key (from the environment, not the database) still works; in open
+        mode the caller is anonymous, as with any unknown key."""
+        if self._admin is not None and hmac.compare_digest(digest(key), self._admin):
+            return ADMIN
+        if self.mode == "open":
+            return None
+        raise errors.KeysUnavailable(
+            "API keys cannot be checked right now: this gateway has not been able to re-read them "
+            "from the ledger database. Try again shortly.",
+            headers={"retry-after": "5"},
+        )
 
 
 def identity(request_or_scope: Any) -> Identity | None:

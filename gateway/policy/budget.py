@@ -10,19 +10,29 @@ error, so the overshoot is bounded by one reservation.
 A counter holds committed money (settled costs plus open reservations). In memory it is a
 ``Decimal``; in Redis (``limits.redis_url``, shared by replicas) an integer of nano-dollars,
 rounded up. Counters start from the ledger's hosted spend of the current day and month.
+
+Redis calls are bounded and fail as ``CountersUnavailable`` (``redis_link``). A budget fails closed
+by default (``budget.fail``): the hosted request is refused with 503 ``budget_unavailable`` rather
+than spend money nobody can count; ``open`` sends it unbudgeted (counted and logged). A settlement
+that cannot reach Redis leaves the reservation counted (conservative) and is logged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import time
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
+from functools import partial
 from typing import Any, Protocol
 
 from gateway import errors
+from gateway.policy.redis_link import FailureCount, RedisLink
 from gateway.settings import BudgetSettings
+
+log = logging.getLogger("nometer.policy")
 
 NANO = Decimal(10) ** 9
 ANONYMOUS = "-"
@@ -125,40 +135,46 @@ def _ttl(key: str) -> int:
 
 
 class RedisCounters:
-    def __init__(self, url: str, prefix: str):
-        import redis.asyncio as aioredis  # only when configured
-
-        self._r: Any = aioredis.from_url(url, decode_responses=True)
+    def __init__(self, link: RedisLink, prefix: str):
+        self._link = link
+        self._r: Any = link.client
         self._prefix = prefix + ":budget:"
         self._reserve = self._r.register_script(_RESERVE)
 
     async def reserve(self, counters: tuple[Counter, ...], amount: Decimal) -> int:
         keys = [self._prefix + k.key for k in counters]
         args = [nano(amount), *(nano(k.limit) for k in counters), *(_ttl(k.key) for k in counters)]
-        return int(await self._reserve(keys=keys, args=args))
+        return int(await self._link.call("budget reservation", partial(self._reserve, keys=keys, args=args)))
 
     async def add(self, keys: list[str], amount: Decimal) -> None:
         delta = nano(amount) if amount >= 0 else -nano(-amount)
-        async with self._r.pipeline(transaction=True) as p:
-            for k in keys:
-                p.incrby(self._prefix + k, delta)
-            await p.execute()
+
+        async def run() -> None:
+            async with self._r.pipeline(transaction=True) as p:
+                for k in keys:
+                    p.incrby(self._prefix + k, delta)
+                await p.execute()
+
+        await self._link.call("budget settlement", run)
 
     async def seed(self, values: dict[str, Decimal]) -> None:
         for k, v in values.items():
-            await self._r.set(self._prefix + k, nano(v), nx=True, ex=_ttl(k))
+            await self._link.call(
+                "budget seed", partial(self._r.set, self._prefix + k, nano(v), nx=True, ex=_ttl(k))
+            )
 
     async def get(self, key: str) -> Decimal:
-        v = await self._r.get(self._prefix + key)
+        v = await self._link.call("budget read", partial(self._r.get, self._prefix + key))
         return Decimal(int(v or 0)) / NANO
 
     async def aclose(self) -> None:
-        await self._r.aclose()
+        await self._link.aclose()
 
 
 class Budgets:
     def __init__(self, counters: Counters):
         self.counters = counters
+        self.failures = FailureCount("budget counters")
 
     @staticmethod
     def plan(team: str | None, budget: BudgetSettings, now: float) -> tuple[Counter, ...]:
@@ -179,7 +195,17 @@ class Budgets:
         counters = self.plan(team, budget, now)
         if not counters:
             return None
-        full = await self.counters.reserve(counters, amount)
+        try:
+            full = await self.counters.reserve(counters, amount)
+        except errors.CountersUnavailable as exc:
+            self.failures.failed(budget.fail, exc, team)
+            if budget.fail == "open":
+                return None  # sent unbudgeted, counted and logged
+            raise errors.BudgetUnavailable(
+                f"Team `{team or ANONYMOUS}` has a hosted budget that cannot be checked right now "
+                f"({exc.message}), so no hosted request is sent. Try again shortly.",
+                headers=exc.headers,
+            ) from exc
         if full >= 0:
             c = counters[full]
             what = "daily" if len(c.period) == 10 else "monthly"
@@ -196,7 +222,15 @@ class Budgets:
             return
         res.settled = True
         if actual != res.amount:
-            await self.counters.add([c.key for c in res.counters], actual - res.amount)
+            try:
+                await self.counters.add([c.key for c in res.counters], actual - res.amount)
+            except errors.CountersUnavailable as exc:  # the reservation stays counted: conservative
+                log.warning(
+                    "budget settlement lost (reserved $%s, cost $%s stays reserved): %s",
+                    res.amount,
+                    actual,
+                    exc.message,
+                )
 
     async def spent(
         self, team: str | None, budget: BudgetSettings, now: float | None = None

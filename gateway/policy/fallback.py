@@ -79,6 +79,12 @@ def requested_max_tokens(payload: dict[str, object]) -> int | None:
     return None
 
 
+def requested_choices(payload: dict[str, object]) -> int:
+    """How many choices the request asks for (``n``, 1 when unset); the caps bound it."""
+    n = payload.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
 _WHY: dict[FallbackCause, str] = {
     "unavailable": "no local backend for it is available",
     "overloaded": "the local backends are overloaded",

@@ -12,11 +12,12 @@ from gateway.ledger.keystore import KeyRecord, KeyStore, digest
 class KeyRing:
     """The in-memory index the hot path reads; replaced whole on reload, never mutated."""
 
-    __slots__ = ("_by_digest", "revision")
+    __slots__ = ("_by_digest", "revision", "teams")
 
     def __init__(self, records: Iterable[KeyRecord] = (), revision: int = 0):
         self._by_digest = {r.digest: r for r in records if r.disabled is None}
         self.revision = revision
+        self.teams = frozenset(r.team for r in self._by_digest.values())  # the teams keys name
 
     def __len__(self) -> int:
         return len(self._by_digest)

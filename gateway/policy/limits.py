@@ -10,18 +10,26 @@ team limit does not use up the key's. Tokens are unknown before the answer: admi
 prompt estimate, ``settle`` adds the difference once the real usage is known.
 
 Redis (``limits.redis_url``) shares the counters between gateway replicas; keys are
-``<prefix>:rl:<scope>:<window>`` and expire after two windows.
+``<prefix>:rl:<scope>:<window>`` and expire after two windows. Every Redis call is bounded and its
+failures arrive as ``CountersUnavailable`` (``redis_link``); the team's ``limits.fail`` decides:
+``open`` (the default) serves the request without the check, counted and logged; ``closed``
+refuses it with 503 ``rate_limits_unavailable``. Settling never fails a request: a lost
+settlement only leaves the prompt estimate counted.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from gateway import errors
+from gateway.policy.redis_link import FailureCount, RedisLink
 
+log = logging.getLogger("nometer.policy")
 WINDOW_S = 60
 
 
@@ -150,26 +158,28 @@ return 0
 
 
 class RedisWindows:
-    def __init__(self, url: str, prefix: str):
-        import redis.asyncio as aioredis  # only when configured
-
-        self._r: Any = aioredis.from_url(url, decode_responses=True)
+    def __init__(self, link: RedisLink, prefix: str):
+        self._link = link
         self._prefix = prefix + ":rl:"
-        self._hit = self._r.register_script(_HIT)
-        self._add = self._r.register_script(_ADD)
+        self._hit = link.client.register_script(_HIT)
+        self._add = link.client.register_script(_ADD)
 
     async def hit(self, checks: list[Check]) -> tuple[float, int]:
         args: list[int] = [WINDOW_S]
         for c in checks:
             args += [c.limit, c.amount]
-        wait, which = str(await self._hit(keys=[self._prefix + c.key for c in checks], args=args)).split()
+        keys = [self._prefix + c.key for c in checks]
+        answer = await self._link.call("rate-limit check", partial(self._hit, keys=keys, args=args))
+        wait, which = str(answer).split()
         return float(wait), int(which)
 
     async def add(self, key: str, amount: int) -> None:
-        await self._add(keys=[self._prefix + key], args=[WINDOW_S, amount])
+        await self._link.call(
+            "rate-limit settle", partial(self._add, keys=[self._prefix + key], args=[WINDOW_S, amount])
+        )
 
     async def aclose(self) -> None:
-        await self._r.aclose()
+        await self._link.aclose()
 
 
 @dataclass(slots=True)
@@ -183,6 +193,7 @@ class Ticket:
 class RateLimiter:
     def __init__(self, windows: Windows):
         self.windows = windows
+        self.failures = FailureCount("rate-limit counters")
 
     async def admit(
         self, key_id: str | None, team: str | None, limits: Any, prompt_tokens: int
@@ -201,7 +212,17 @@ class RateLimiter:
                 token_keys.append(check.key)
         if not checks:
             return None
-        wait, which = await self.windows.hit(checks)
+        try:
+            wait, which = await self.windows.hit(checks)
+        except errors.CountersUnavailable as exc:
+            self.failures.failed(limits.fail, exc, team)
+            if limits.fail == "closed":
+                raise errors.LimitsUnavailable(
+                    f"Rate limits for team `{team}` cannot be checked right now, and its policy fails "
+                    f"closed ({exc.message}). Try again shortly.",
+                    headers=exc.headers,
+                ) from exc
+            return None  # fail open: served unlimited, counted and logged
         if which >= 0:
             full = checks[which]
             # the two-window estimate may wait past one window after a burst; a client is told at
@@ -220,4 +241,8 @@ class RateLimiter:
         if ticket is None or tokens is None or tokens == ticket.estimate:
             return
         for key in ticket.token_keys:
-            await self.windows.add(key, tokens - ticket.estimate)
+            try:
+                await self.windows.add(key, tokens - ticket.estimate)
+            except errors.CountersUnavailable as exc:  # the answer is sent: only the count is lost
+                log.warning("rate-limit settlement lost for %s: %s", key, exc.message)
+                return

@@ -29,6 +29,7 @@ _MAX_GRACE_S = 366 * 86400  # a rotated key's old secret works at most a year mo
 
 _USAGE_COLUMNS = (
     "request_id",
+    "uid AS receipt_id",
     "ts",
     "endpoint",
     "requested_model",

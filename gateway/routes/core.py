@@ -34,13 +34,20 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready: some backend is healthy and, in keys mode, the API keys are being re-read (a
+    replica that cannot re-read them may be honouring a revoked key, or refusing every key)."""
     rt: Runtime = request.app.state.runtime
     backends = _backend_view(rt)
-    if any(b.healthy for b in rt.router.backends):
-        return json_response({"status": "ready", "backends": backends})
-    reason = "no backend configured" if not backends else "no healthy backend"
+    keys = rt.governance.keys_health()
+    reason = None
+    if not any(b.healthy for b in rt.router.backends):
+        reason = "no backend configured" if not backends else "no healthy backend"
+    elif not keys["fresh"] and rt.governance.auth.mode == "keys":
+        reason = "API keys cannot be re-read from the ledger database"
+    if reason is None:
+        return json_response({"status": "ready", "backends": backends, "keys": keys})
     return json_response(
-        {"status": "unavailable", "reason": reason, "backends": backends},
+        {"status": "unavailable", "reason": reason, "backends": backends, "keys": keys},
         status=503,
         headers={"retry-after": "5"},
     )

@@ -103,13 +103,32 @@ async def report(request: Request) -> Response:
 
 
 async def receipt(request: Request) -> Response:
+    """One request's receipt, by its receipt id (``x-nometer-receipt-id``) or its request id.
+
+    Request ids are the client's and need not be unique: a team key only ever matches its own
+    team's rows (another team's reuse of an id cannot hide them), and when several visible rows
+    share the id the answer is 300 with the list (each with its ``receipt_id``) instead of a guess."""
     rt: Runtime = request.app.state.runtime
     rid = request.path_params["request_id"]
-    ph = rt.store.placeholder
-    rows = await rt.store.fetch(receipts.EVENT_SQL.format(p="?" if ph == "?" else "$1"), [rid])
+    pg = rt.store.placeholder != "?"
     is_admin, team = caller_team(request)
-    if not rows or (not is_admin and rows[0]["team"] != team):
+    scope = "" if is_admin else f" AND team = {'$3' if pg else '?'}"
+    sql = receipts.EVENT_SQL.format(p1="$1" if pg else "?", p2="$2" if pg else "?", team=scope)
+    rows = await rt.store.fetch(sql, [rid, rid] if is_admin else [rid, rid, team])
+    exact = [r for r in rows if r["uid"] == rid]  # a receipt id names one row
+    if exact:
+        rows = exact
+    if not rows:
         raise errors.RouteNotFound(f"No receipt for request `{rid}`.", param="request_id")
+    if len(rows) > 1:
+        return json_response(
+            {
+                "object": "list",
+                "message": f"{len(rows)} requests have the id `{rid}`: ask for one by its receipt_id.",
+                "data": [_match(r) for r in rows],
+            },
+            status=300,
+        )
     event = rows[0]
     if event["price_table_id"] is None:
         raise errors.RouteNotFound(
@@ -117,9 +136,24 @@ async def receipt(request: Request) -> Response:
             f"route {event['route']}): it has no receipt.",
             param="request_id",
         )
-    shadows = await rt.store.fetch(receipts.SHADOW_SQL.format(p="?" if ph == "?" else "$1"), [event["uid"]])
+    shadows = await rt.store.fetch(receipts.SHADOW_SQL.format(p="$1" if pg else "?"), [event["uid"]])
     data = receipts.recompute(event, shadows, rt.prices)
     return json_response(receipts.view(event, data))
+
+
+def _match(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "receipt_id": event["uid"],
+        "request_id": event["request_id"],
+        "created": event["ts"],
+        "team": event["team"],
+        "key_id": event["key_id"],
+        "endpoint": event["endpoint"],
+        "requested_model": event["requested_model"],
+        "outcome": event["outcome"],
+        "metered": event["price_table_id"] is not None,
+        "url": f"/v1/nometer/receipts/{event['uid']}",
+    }
 
 
 async def run_totals(request: Request) -> Response:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -20,27 +21,16 @@ from openai.types.chat import ChatCompletionMessageParam
 from gateway.ledger.report import PICO
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
+from tests.support.postgres import PG_PORT, fresh_database
 
 pytestmark = pytest.mark.postgres
-ADMIN_DSN = "postgresql://127.0.0.1:5432/test"
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "count to three"}]
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    name = f"nometer_{uuid.uuid4().hex[:12]}"
-    import asyncio
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(ADMIN_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://127.0.0.1:5432/{name}"
-    asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    with fresh_database() as name:
+        yield f"postgresql://127.0.0.1:{PG_PORT}/{name}"
 
 
 def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
@@ -148,6 +138,17 @@ def test_two_replicas_share_one_ledger(tmp_path: Path, pg_url: str) -> None:
     )
 
 
+def until_accepted(c: openai.OpenAI, within_s: float = 5.0) -> Any:
+    """The first answer once ``c``'s key is accepted (a new key reaches a replica by polling)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return c.chat.completions.create(model="fake-model", messages=MSG)
+        except openai.AuthenticationError:
+            assert time.monotonic() < deadline, "a new key was not accepted within the refresh bound"
+            time.sleep(0.1)
+
+
 def test_replicas_share_keys_through_postgres(tmp_path: Path, pg_url: str) -> None:
     """Keys live in the PostgreSQL ledger: a key made on one replica (or by the CLI) works on
     every replica, and disabling it anywhere stops it everywhere."""
@@ -186,16 +187,14 @@ def test_replicas_share_keys_through_postgres(tmp_path: Path, pg_url: str) -> No
                 )
                 assert cli.returncode == 0, cli.stderr
                 cli_key = next(w for w in cli.stdout.split() if w.startswith("nmk-"))
-                for g in gws:
+                for g in gws:  # a replica learns of a key made elsewhere within auth.refresh_s
                     for k in (key, cli_key):
                         c = openai.OpenAI(base_url=g.base_url, api_key=k, max_retries=0)
-                        assert c.chat.completions.create(model="fake-model", messages=MSG).choices
+                        assert until_accepted(c).choices
                 httpx.post(
                     f"{gws[1].url}/v1/nometer/admin/keys/{key_id}/disable",
                     headers={"authorization": "Bearer admin-secret-123"},
                 ).raise_for_status()
-                import time
-
                 deadline = time.monotonic() + 5
                 c0 = openai.OpenAI(base_url=gws[0].base_url, api_key=key, max_retries=0)
                 while True:  # replica 0 learns of it by polling the shared revision

@@ -1,7 +1,8 @@
 """What the fake upstream answers: OpenAI-shaped bodies and stream chunks, shaped like vLLM's.
 
 Pure functions, no I/O. A "token" here is one whitespace-separated word of the prompt, and one
-content chunk of the answer, so usage numbers are easy to predict in tests.
+content chunk of the answer, so usage numbers are easy to predict in tests. A request with ``n``
+gets ``n`` identical choices, and its completion tokens count every choice (as providers bill).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Completion:
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
         self.created = int(time.time())
         self.n_tokens = n_tokens
+        n = body.get("n")
+        self.choices = n if isinstance(n, int) and n > 1 else 1
         self.finish_reason = finish_reason
         prompt = (
             [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)]
@@ -82,7 +85,7 @@ class Completion:
 
     @property
     def usage(self) -> Json:
-        return usage(self.prompt_tokens, self.n_tokens)
+        return usage(self.prompt_tokens, self.n_tokens * self.choices)
 
     def _envelope(self, choices: list[Json], *, chunk: bool) -> Json:
         kind = ("chat.completion" if self.chat else "text_completion") + (
@@ -98,12 +101,15 @@ class Completion:
 
     def full(self) -> Json:
         text = "".join(word(i) for i in range(self.n_tokens))
-        choice: Json = {"index": 0, "finish_reason": self.finish_reason, "logprobs": None}
-        if self.chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        return {**self._envelope([choice], chunk=False), "usage": self.usage}
+        choices: list[Json] = []
+        for index in range(self.choices):
+            choice: Json = {"index": index, "finish_reason": self.finish_reason, "logprobs": None}
+            if self.chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            choices.append(choice)
+        return {**self._envelope(choices, chunk=False), "usage": self.usage}
 
     def first_chunk(self) -> Json | None:
         """vLLM opens a chat stream with an empty assistant delta; text streams have none."""
@@ -124,12 +130,19 @@ class Completion:
     def chunk(self, i: int) -> Json:
         """Content chunk ``i``; like vLLM, the last one carries the finish reason."""
         last = i == self.n_tokens - 1
-        choice: Json = {"index": 0, "logprobs": None, "finish_reason": self.finish_reason if last else None}
-        if self.chat:
-            choice["delta"] = {"content": word(i)}
-        else:
-            choice["text"] = word(i)
-        return self._envelope([choice], chunk=True)
+        choices: list[Json] = []
+        for index in range(self.choices):
+            choice: Json = {
+                "index": index,
+                "logprobs": None,
+                "finish_reason": self.finish_reason if last else None,
+            }
+            if self.chat:
+                choice["delta"] = {"content": word(i)}
+            else:
+                choice["text"] = word(i)
+            choices.append(choice)
+        return self._envelope(choices, chunk=True)
 
     def usage_chunk(self) -> Json:
         """The usage-only chunk vLLM sends last when ``stream_options.include_usage`` is set."""

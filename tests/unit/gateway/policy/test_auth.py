@@ -91,6 +91,23 @@ def test_visible_team() -> None:
     assert visible_team({"nometer.identity": ADMIN}, "beta") == "beta"
 
 
+def test_stale_keys_are_refused_in_keys_mode_and_ignored_in_open_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOMETER_TEST_ADMIN_STALE", "adm")
+    for mode in ("keys", "open"):
+        auth = Authenticator(mode, "NOMETER_TEST_ADMIN_STALE", RING)
+        assert auth.identify(h(authorization=f"Bearer {KEY}")) == Identity("key_1", "ci", "alpha")
+        auth.trusted_until = 0.0  # no successful re-read for longer than keys_max_stale_s
+        assert auth.identify(h(authorization="Bearer adm")) == ADMIN  # the admin key is from the env
+        if mode == "keys":
+            with pytest.raises(errors.KeysUnavailable) as exc:
+                auth.identify(h(authorization=f"Bearer {KEY}"))
+            assert exc.value.status == 503 and exc.value.headers["retry-after"] == "5"
+        else:
+            assert auth.identify(h(authorization=f"Bearer {KEY}")) is None  # anonymous
+
+
 def test_anthropic_clients_key_header() -> None:
     from gateway.policy.auth import presented_key
 
