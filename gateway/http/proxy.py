@@ -65,6 +65,11 @@ def forwards_get(path: str) -> bool:
     return path in FORWARDED_GET or path.startswith(_RESPONSES + "/")
 
 
+def is_probe(scope: Scope) -> bool:
+    """A server-level GET (health, version, load): relayed, never recorded, so it gets no receipt id."""
+    return scope["method"] == "GET" and scope["path"] in FORWARDED_GET
+
+
 class ClientGone(Exception):
     """The client disconnected; the relay stops and the upstream connection is dropped."""
 
@@ -171,7 +176,7 @@ class Proxy:
         finally:
             self.inflight -= 1
             rec.latency_s = time.perf_counter() - t0
-            if not (scope["method"] == "GET" and path in FORWARDED_GET):  # probes are not usage
+            if not is_probe(scope):  # probes are not usage
                 self.record(rec)
             if plan.ticket is not None:
                 await self.gate.finish(plan, rec)
@@ -269,11 +274,14 @@ class Proxy:
                     if scope["path"] == _RESPONSES and resp.status < 400 and len(self.router.backends) > 1
                     else None
                 )
+                ids = [(b"x-request-id", rec.request_id.encode())]
+                if not is_probe(scope):
+                    ids.append((_RECEIPT_ID, rec.uid.encode()))
                 if ctype.startswith(b"text/event-stream"):
                     rec.stream = True
-                    await self._relay_stream(send, resp, rec, rename, watch, remember)
+                    await self._relay_stream(send, resp, rec, ids, rename, watch, remember)
                 else:
-                    await self._relay_body(send, resp, rec, rename, watch, remember)
+                    await self._relay_body(send, resp, rec, ids, rename, watch, remember)
             finally:
                 share, energy = backend.release()
                 rec.busy_s = share - clocks[0]
@@ -367,6 +375,7 @@ class Proxy:
         send: Send,
         resp: UpstreamResponse,
         rec: RequestRecord,
+        ids: list[tuple[bytes, bytes]],  # x-request-id, and x-nometer-receipt-id unless a probe
         rename: tuple[str, str] | None,
         watch: _Watch,
         remember: tuple[Backend, str] | None,
@@ -386,8 +395,7 @@ class Proxy:
         headers = [
             *resp.headers,
             (b"content-length", str(len(data)).encode()),
-            (b"x-request-id", rec.request_id.encode()),
-            (_RECEIPT_ID, rec.uid.encode()),
+            *ids,
         ]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         watch.finished = True
@@ -398,11 +406,12 @@ class Proxy:
         send: Send,
         resp: UpstreamResponse,
         rec: RequestRecord,
+        ids: list[tuple[bytes, bytes]],  # x-request-id, and x-nometer-receipt-id unless a probe
         rename: tuple[str, str] | None,
         watch: _Watch,
         remember: tuple[Backend, str] | None,
     ) -> None:
-        headers = [*resp.headers, (b"x-request-id", rec.request_id.encode()), (_RECEIPT_ID, rec.uid.encode())]
+        headers = [*resp.headers, *ids]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         chunks = rec.chunks
         strip = UsageChunkFilter(rec.forced_usage) if rec.forced_usage else None
