@@ -31,6 +31,7 @@ from gateway.backends.affinity import ResponseAffinity, response_id_in, response
 from gateway.backends.backend import Backend
 from gateway.backends.pool import BackendPool
 from gateway.backends.routing import Route, Router
+from gateway.http import cost
 from gateway.http.request import read_body, request_model
 from gateway.http.sse import DONE, UsageChunkFilter, anthropic_error_event, error_event, finished
 from gateway.ids import new_id
@@ -89,6 +90,9 @@ class Proxy:
         record: Callable[[RequestRecord], None],
         routing: RoutingSettings,
         max_body_bytes: int,
+        *,
+        price: cost.Price | None = None,
+        response_cost: bool = False,
     ):
         self.router = router
         self.gate = gate
@@ -98,11 +102,14 @@ class Proxy:
         self.rename_response = routing.response_model == "requested"
         self.retry = routing.retry_other_backend
         self.affinity = ResponseAffinity()
+        self.price = price  # prices a record in-line, for usage.nometer (gateway/http/cost.py)
+        self.response_cost = response_cost  # meter.response_cost: answers carry their cost by default
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         rid = tag = run = session = None
+        cost_choice: bytes | None = None
         for k, v in headers:
             if k == b"x-request-id":
                 rid = v.decode("latin-1")
@@ -113,6 +120,8 @@ class Proxy:
                     run = v.decode("latin-1")[:200] or None
                 elif k == b"x-nometer-session":
                     session = v.decode("latin-1")[:200] or None
+                elif k == cost.HEADER:
+                    cost_choice = v
         if not rid:
             rid = new_id()
         REQUEST_ID.set(rid)  # log lines from this request carry its id
@@ -124,6 +133,7 @@ class Proxy:
         model = ""
         pinned: Backend | None = None
         try:
+            priced = cost.wanted(cost_choice, self.response_cost) and self.price is not None
             ident = self.gate.identify(headers)  # 401 before the body is even read
             body = await read_body(scope, receive, self.gate.body_limit(ident, self.max_body))
             payload, named = request_model(path, headers, body)
@@ -172,7 +182,7 @@ class Proxy:
         )
         self.inflight += 1
         try:
-            await self._serve(scope, receive, send, rec, plan, body, payload, pinned)
+            await self._serve(scope, receive, send, rec, plan, body, payload, pinned, priced)
         finally:
             self.inflight -= 1
             rec.latency_s = time.perf_counter() - t0
@@ -213,6 +223,7 @@ class Proxy:
         body: bytes,
         payload: dict[str, Any] | None,
         pinned: Backend | None,
+        priced: bool,
     ) -> None:
         route = plan.route
         client_payload = payload
@@ -263,6 +274,7 @@ class Proxy:
                 if client_payload is None or not plan.fallback_after("unavailable", scope["path"]):
                     raise
                 return await self._hosted(send, rec, plan, "unavailable", client_payload, watch)
+            stamp: cost.CostStamp | None = None
             try:
                 rec.status = resp.status
                 if resp.status >= 400:
@@ -277,16 +289,26 @@ class Proxy:
                 ids = [(b"x-request-id", rec.request_id.encode())]
                 if not is_probe(scope):
                     ids.append((_RECEIPT_ID, rec.uid.encode()))
+                if priced and self.price is not None and resp.status < 400 and rec.endpoint in cost.COSTED:
+
+                    def freeze() -> None:  # the busy share the in-line price (and so the row) uses
+                        share, energy = backend.snapshot()
+                        rec.busy_s = share - clocks[0]
+                        if backend.power_w is not None:
+                            rec.joules = energy - clocks[1]
+
+                    stamp = cost.CostStamp(rec, self.price, freeze)
                 if ctype.startswith(b"text/event-stream"):
                     rec.stream = True
-                    await self._relay_stream(send, resp, rec, ids, rename, watch, remember)
+                    await self._relay_stream(send, resp, rec, ids, rename, watch, remember, stamp)
                 else:
-                    await self._relay_body(send, resp, rec, ids, rename, watch, remember)
+                    await self._relay_body(send, resp, rec, ids, rename, watch, remember, stamp)
             finally:
                 share, energy = backend.release()
-                rec.busy_s = share - clocks[0]
-                if backend.power_w is not None:
-                    rec.joules = energy - clocks[1]
+                if stamp is None or not stamp.done:
+                    rec.busy_s = share - clocks[0]
+                    if backend.power_w is not None:
+                        rec.joules = energy - clocks[1]
         except errors.GatewayError as exc:
             rec.status, rec.error = exc.status, exc.message
             rec.outcome = ev.TIMEOUT if isinstance(exc, errors.UpstreamTimedOut) else ev.UNREACHABLE
@@ -379,6 +401,7 @@ class Proxy:
         rename: tuple[str, str] | None,
         watch: _Watch,
         remember: tuple[Backend, str] | None,
+        stamp: cost.CostStamp | None,
     ) -> None:
         try:
             data = await resp.read()
@@ -392,6 +415,8 @@ class Proxy:
             self.affinity.remember(response_id, *remember)
         if rename is not None:
             data = _rename_model(data, rename)
+        if stamp is not None:
+            data = await stamp.body(data)
         headers = [
             *resp.headers,
             (b"content-length", str(len(data)).encode()),
@@ -410,6 +435,7 @@ class Proxy:
         rename: tuple[str, str] | None,
         watch: _Watch,
         remember: tuple[Backend, str] | None,
+        stamp: cost.CostStamp | None,
     ) -> None:
         headers = [*resp.headers, *ids]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
@@ -428,8 +454,14 @@ class Proxy:
                         continue
                 if rename is not None:
                     data = _rename_model(data, rename)
+                if stamp is not None:
+                    data = await stamp.chunk(data)
+                    if not data:
+                        continue
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             tail = strip.flush() if strip is not None else b""
+            if stamp is not None:
+                tail = stamp.flush() + tail
         except (UpstreamTimeout, UpstreamBrokenStream) as exc:
             rec.outcome = ev.TIMEOUT if isinstance(exc, UpstreamTimeout) else ev.UPSTREAM_ERROR
             rec.error = f"upstream failed mid-stream: {exc}"
