@@ -179,6 +179,10 @@ class MeterSettings(_Frozen):
     price_overrides: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
     box: BoxSettings = BoxSettings()
     backend_box: dict[str, BoxSettings] = Field(default_factory=dict)  # per backend name
+    # a reasoning reference (o1/o3/o4, gpt-5) bills hidden reasoning tokens the local answer does
+    # not show: not_modelled (default) adds none and says so on the receipt; local estimates them
+    # as the local model's own reasoning tokens (its reasoning text, else vLLM's reasoning_tokens)
+    hidden_reasoning: Literal["not_modelled", "local"] = "not_modelled"
 
 
 # -- teams, keys and policy (see docs/policy.md) -----------------------------------------------

@@ -57,6 +57,7 @@ REPLY_PRIMING: Final = 3  # every reply is primed with <|start|>assistant<|messa
 
 _O200K_MODEL: Final = re.compile(r"(chatgpt-4o|gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o\d+(?=-|$))")
 _CL100K_MODEL: Final = re.compile(r"(gpt-4|gpt-3\.5|gpt-35|text-embedding-)")
+_REASONING_MODEL: Final = re.compile(r"(o\d+(?=-|$)|gpt-5(?!-chat)(?=-|\.|$))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,12 @@ def tokenizer_for(model: str) -> TokenizerSpec:
     if "gemini" in bare:
         return TokenizerSpec(f"{O200K}*{GEMINI_FACTOR}", O200K, GEMINI_FACTOR, True, "gemini")
     return TokenizerSpec(O200K, O200K, Decimal(1), True, "unknown")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether a cloud model bills hidden reasoning tokens (OpenAI's o-series and gpt-5 reasoning
+    models; not `gpt-5-chat`): its receipts say whether that reasoning was modelled."""
+    return _REASONING_MODEL.match(model.lower().rsplit("/", 1)[-1].removeprefix("ft:")) is not None
 
 
 @cache

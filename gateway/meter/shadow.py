@@ -23,16 +23,17 @@ from gateway.meter.answer import Answer
 from gateway.meter.prefix import PrefixTracker, cacheable
 from gateway.meter.usage import Usage
 from gateway.settings import BoxSettings, MeterSettings
-from pricing.cost import CloudCost, CloudUsage, cloud_cost
+from pricing.cost import CloudCost, CloudUsage, cloud_cost, service_price
 from pricing.local import BoxCost, LocalCost, request_local_cost
 from pricing.money import CONTEXT, as_decimal, decimal_str
 from pricing.receipt import ReceiptInputs, ReferenceTokens
-from pricing.tables import PriceTable
+from pricing.tables import CloudTier, PriceTable
 from pricing.tokens import (
     REPLY_PRIMING,
     count_chat_prompt,
     count_completion,
     count_text,
+    is_reasoning_model,
     scale,
     tokenizer_for,
     unscaled,
@@ -145,12 +146,14 @@ class ShadowMeter:
             busy_seconds=busy,
             box=self._boxes.get(rec.backend or "", self._default_box),
             joules=joules,
+            cloud_tier=_tier(rec.cloud_tier),
         )
         local = request_local_cost(inputs.busy_seconds, inputs.joules, inputs.box)
         costs = []
         for ref in refs:
             key = self.table.resolve(ref.model)
-            cost = cloud_cost(None if key is None else self.table.models[key], ref.usage, inputs.cache_mode)
+            price, _, _ = service_price(None if key is None else self.table.models[key], inputs.cloud_tier)
+            cost = cloud_cost(price, ref.usage, inputs.cache_mode)
             with localcontext(CONTEXT):
                 savings = None if cost.total is None else cost.total - local.total
             costs.append((key, cost, savings))
@@ -174,6 +177,14 @@ class ShadowMeter:
         r_prompt, r_output, r_reasoning, r_prefix = raw[spec.encoding]
         prompt, output = scale(r_prompt, spec), scale(r_output, spec)
         reasoning = min(output, scale(r_reasoning, spec))
+        hidden = None
+        if is_reasoning_model(ref):
+            hidden = self.settings.hidden_reasoning
+            if hidden == "local" and not r_reasoning and usage.reasoning_tokens:
+                # the local model reasoned without showing it: bill the cloud model as many hidden
+                # reasoning tokens (vLLM's own count; no text to re-count in the cloud's tokens)
+                reasoning = usage.reasoning_tokens
+                output += reasoning
         cached = written = 0
         if usage.cached_tokens and usage.prompt_tokens:
             # the cloud would have cached the same share of the prompt that vLLM found cached
@@ -191,6 +202,7 @@ class ShadowMeter:
             CloudUsage(
                 prompt, output, cached_tokens=cached, cache_write_tokens=written, reasoning_tokens=reasoning
             ),
+            hidden,
         )
 
     def _raw_counts(
@@ -239,3 +251,7 @@ def _responses_prompt(req: dict[str, Any], spec: Any) -> int:
             msgs, req.get("tools") if isinstance(req.get("tools"), list) else None, spec
         )
     return n
+
+
+def _tier(value: str) -> CloudTier:
+    return "batch" if value == "batch" else "flex" if value == "flex" else "standard"

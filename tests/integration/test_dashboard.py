@@ -482,8 +482,8 @@ def test_a_loading_state_until_the_report_arrives(world: World, browser: Any, tm
         assert len(held) == 4 and page.get_attribute("body", "data-state") == "loading"
         assert page.get_attribute("main", "aria-busy") == "true"
         figures = page.locator("[data-testid=kpis] .big, [data-testid=kpis] .note b, .facts dd")
-        assert figures.count() == 14
-        assert figures.evaluate_all("es => es.map(e => e.innerText.trim())") == [""] * 14  # no dash
+        assert figures.count() == 16
+        assert figures.evaluate_all("es => es.map(e => e.innerText.trim())") == [""] * 16  # no dash
         assert figures.evaluate_all("es => es.every(e => e.querySelector('.skeleton'))")
         for box in ("chart-savings", "references", "table-team", "table-model", "table-tag", "hosted-causes"):
             assert text(page, f"[data-testid={box}]") == "Loading the report\u2026", box
