@@ -238,7 +238,8 @@ def _tools_tokens(tools: Sequence[object], enc: tiktoken.Encoding, cost: _ToolOv
     `prop_init` and, per property, `prop_key` + tokens of `"name:type:description"`, and for an
     enum `enum_init` + per item `enum_item` + its tokens. One `func_end` closes the list. A single
     trailing "." is dropped from descriptions. Accepts `{"type": "function", "function": {...}}`
-    tools and bare legacy `functions`; other tool types are skipped. Nested object properties are
+    tools, the Responses API's flat `{"type": "function", "name": ..., "parameters": ...}` and bare
+    legacy `functions`; other tool types are skipped. Nested object properties are
     not walked (the cookbook does not either).
     """
     functions = [_function_of(tool) for tool in tools]
@@ -272,7 +273,9 @@ def _function_of(tool: object) -> Mapping[str, object] | None:
         return None
     if tool.get("type") == "function":
         function = tool.get("function")
-        return function if isinstance(function, Mapping) else None
+        if isinstance(function, Mapping):
+            return function
+        return tool if "name" in tool else None  # the Responses API's flat tool: name, parameters
     return tool if "type" not in tool and "name" in tool else None
 
 

@@ -21,6 +21,7 @@ from gateway.ledger.events import RequestRecord
 from gateway.meter import anthropic
 from gateway.meter.answer import Answer
 from gateway.meter.prefix import PrefixTracker, cacheable
+from gateway.meter.prompt import prompt_tokens
 from gateway.meter.usage import Usage
 from gateway.settings import BoxSettings, MeterSettings
 from pricing.cost import CloudCost, CloudUsage, cloud_cost, service_price
@@ -30,6 +31,7 @@ from pricing.receipt import ReceiptInputs, ReferenceTokens
 from pricing.tables import CloudTier, PriceTable
 from pricing.tokens import (
     REPLY_PRIMING,
+    TokenizerSpec,
     count_chat_prompt,
     count_completion,
     count_text,
@@ -103,6 +105,7 @@ class ShadowMeter:
         self._default_box = box_cost(settings.box)
         self._boxes = {name: box_cost(b) for name, b in settings.backend_box.items()}
         self.prefixes = PrefixTracker()
+        self._chat = count_chat_prompt
 
     def references(self, rec: RequestRecord) -> list[str]:
         s = self.settings
@@ -135,7 +138,7 @@ class ShadowMeter:
         ):
             return None
         prefix = self.prefixes.seen_prefix(rec) if usage.cached_tokens is None else None
-        raw: dict[str, tuple[int, int, int, int | None]] = {}
+        raw: dict[str, tuple[int, int, int, int | None, bool]] = {}
         refs = tuple(self._count(ref, rec, usage, answer, prefix, raw) for ref in self.references(rec))
         busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))
         joules = None if rec.joules is None else Decimal(repr(rounded_joules(rec.joules)))
@@ -166,7 +169,7 @@ class ShadowMeter:
         usage: Usage,
         answer: Answer,
         prefix: list[Any] | None,
-        raw: dict[str, tuple[int, int, int, int | None]],
+        raw: dict[str, tuple[int, int, int, int | None, bool]],
     ) -> ReferenceTokens:
         """One reference's token counts. Texts are tokenized once per encoding (``raw``), then
         scaled by each family's factor: the same numbers as counting per reference, a third of
@@ -174,7 +177,7 @@ class ShadowMeter:
         spec = tokenizer_for(ref)
         if spec.encoding not in raw:
             raw[spec.encoding] = self._raw_counts(unscaled(spec), rec, answer, prefix)
-        r_prompt, r_output, r_reasoning, r_prefix = raw[spec.encoding]
+        r_prompt, r_output, r_reasoning, r_prefix, from_ids = raw[spec.encoding]
         prompt, output = scale(r_prompt, spec), scale(r_output, spec)
         reasoning = min(output, scale(r_reasoning, spec))
         hidden = None
@@ -198,7 +201,7 @@ class ShadowMeter:
         return ReferenceTokens(
             ref,
             spec.name,
-            spec.estimated,
+            spec.estimated or from_ids,
             CloudUsage(
                 prompt, output, cached_tokens=cached, cache_write_tokens=written, reasoning_tokens=reasoning
             ),
@@ -206,51 +209,18 @@ class ShadowMeter:
         )
 
     def _raw_counts(
-        self, spec: Any, rec: RequestRecord, answer: Answer, prefix: list[Any] | None
-    ) -> tuple[int, int, int, int | None]:
-        req = rec.request or {}
-        if rec.endpoint == _CHAT:
-            raw_messages, raw_tools = req.get("messages"), req.get("tools")
-            messages = (
-                [m for m in raw_messages if isinstance(m, dict)] if isinstance(raw_messages, list) else []
-            )
-            tools = [t for t in raw_tools if isinstance(t, dict)] if isinstance(raw_tools, list) else None
-            prompt = count_chat_prompt(messages, tools, spec)
-        elif rec.endpoint == "/v1/responses":
-            prompt = _responses_prompt(req, spec)
-        elif rec.endpoint == anthropic.MESSAGES:
-            prompt = anthropic.prompt_tokens(req, spec)
-        else:  # completions: prompt; embeddings: input
-            prompt = sum(count_text(t, spec) for t in _texts(req.get("prompt", req.get("input"))))
-        output = (
-            0
-            if rec.endpoint == "/v1/embeddings"
-            else count_completion(answer.reasoning + answer.content, list(answer.tool_calls) or None, spec)
-        )
-        reasoning = count_text(answer.reasoning, spec) if answer.reasoning else 0
-        r_prefix = count_chat_prompt(prefix, None, spec) if prefix else None
-        return prompt, output, reasoning, r_prefix
-
-
-def _texts(v: Any) -> list[str]:
-    if isinstance(v, str):
-        return [v]
-    if isinstance(v, list):
-        return [x for x in v if isinstance(x, str)]  # token-id prompts are not text: not counted
-    return []
-
-
-def _responses_prompt(req: dict[str, Any], spec: Any) -> int:
-    inp = req.get("input")
-    n = count_text(req["instructions"], spec) if isinstance(req.get("instructions"), str) else 0
-    if isinstance(inp, str):
-        return n + count_chat_prompt([{"role": "user", "content": inp}], None, spec)
-    if isinstance(inp, list):
-        msgs = [m for m in inp if isinstance(m, dict) and "role" in m]
-        return n + count_chat_prompt(
-            msgs, req.get("tools") if isinstance(req.get("tools"), list) else None, spec
-        )
-    return n
+        self, spec: TokenizerSpec, rec: RequestRecord, answer: Answer, prefix: list[Any] | None
+    ) -> tuple[int, int, int, int | None, bool]:
+        """Raw (unscaled) counts: prompt, output, reasoning, the seen prefix, and whether the
+        prompt was token ids (an estimate). Each choice of an ``n>1`` answer is counted alone."""
+        prompt = prompt_tokens(rec.endpoint, rec.request or {}, spec, self._chat)
+        output = reasoning = 0
+        if rec.endpoint != "/v1/embeddings":
+            for a in answer.each():
+                output += count_completion(a.reasoning + a.content, list(a.tool_calls) or None, spec)
+                reasoning += count_text(a.reasoning, spec) if a.reasoning else 0
+        r_prefix = self._chat(prefix, None, spec) if prefix else None
+        return prompt.tokens, output, reasoning, r_prefix, prompt.from_token_ids
 
 
 def _tier(value: str) -> CloudTier:
