@@ -183,6 +183,9 @@ class MeterSettings(_Frozen):
     # not show: not_modelled (default) adds none and says so on the receipt; local estimates them
     # as the local model's own reasoning tokens (its reasoning text, else vLLM's reasoning_tokens)
     hidden_reasoning: Literal["not_modelled", "local"] = "not_modelled"
+    # per-message token counts kept by content hash (LRU), so an agent's resent history is not
+    # re-tokenized every step (pricing/count_cache.py); 0: off
+    count_cache_entries: int = Field(default=65_536, ge=0)
 
 
 # -- teams, keys and policy (see docs/policy.md) -----------------------------------------------

@@ -138,15 +138,28 @@ def count_chat_prompt(
     enc = encoding(spec.encoding)
     total = REPLY_PRIMING
     for message in messages:
-        if not isinstance(message, Mapping):
-            continue
-        total += TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            total += _value_tokens(key, value, enc)
-            if key == "name":
-                total += TOKENS_PER_NAME
-    total += _tools_tokens(tools or (), enc, _TOOL_OVERHEAD.get(spec.encoding, _TOOL_OVERHEAD[O200K]))
+        if isinstance(message, Mapping):
+            total += message_tokens(message, enc)
+    total += tools_tokens(tools or (), spec)
     return _scaled(total, spec)
+
+
+def message_tokens(message: Mapping[str, object], enc: tiktoken.Encoding) -> int:
+    """One chat message's raw tokens with its framing: what `count_chat_prompt` adds per message
+    (a pure function of the message, so a cache may keep it by content)."""
+    total = TOKENS_PER_MESSAGE
+    for key, value in message.items():
+        total += _value_tokens(key, value, enc)
+        if key == "name":
+            total += TOKENS_PER_NAME
+    return total
+
+
+def tools_tokens(tools: Sequence[object], spec: TokenizerSpec) -> int:
+    """Raw tokens of a request's tool definitions (unscaled)."""
+    return _tools_tokens(
+        tools, encoding(spec.encoding), _TOOL_OVERHEAD.get(spec.encoding, _TOOL_OVERHEAD[O200K])
+    )
 
 
 def count_completion(

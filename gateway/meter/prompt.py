@@ -46,7 +46,7 @@ def prompt_tokens(
     if endpoint == RESPONSES:
         return Prompt(chat(*responses_messages(req), spec))
     if endpoint == anthropic.MESSAGES:
-        return Prompt(anthropic.prompt_tokens(req, spec))
+        return Prompt(anthropic.prompt_tokens(req, spec, chat))
     value = req.get("prompt", req.get("input"))  # completions: prompt; embeddings: input
     ids = token_ids(value)
     if ids is not None:

@@ -21,10 +21,11 @@ from gateway.ledger.events import RequestRecord
 from gateway.meter import anthropic
 from gateway.meter.answer import Answer
 from gateway.meter.prefix import PrefixTracker, cacheable
-from gateway.meter.prompt import prompt_tokens
+from gateway.meter.prompt import ChatCounter, prompt_tokens
 from gateway.meter.usage import Usage
 from gateway.settings import BoxSettings, MeterSettings
 from pricing.cost import CloudCost, CloudUsage, cloud_cost, service_price
+from pricing.count_cache import CountCache
 from pricing.local import BoxCost, LocalCost, request_local_cost
 from pricing.money import CONTEXT, as_decimal, decimal_str
 from pricing.receipt import ReceiptInputs, ReferenceTokens
@@ -105,7 +106,9 @@ class ShadowMeter:
         self._default_box = box_cost(settings.box)
         self._boxes = {name: box_cost(b) for name, b in settings.backend_box.items()}
         self.prefixes = PrefixTracker()
-        self._chat = count_chat_prompt
+        entries = settings.count_cache_entries
+        self.counts = CountCache(entries) if entries else None
+        self._chat: ChatCounter = self.counts.chat_prompt if self.counts is not None else count_chat_prompt
 
     def references(self, rec: RequestRecord) -> list[str]:
         s = self.settings
@@ -130,6 +133,13 @@ class ShadowMeter:
         return refs
 
     def measure(self, rec: RequestRecord, usage: Usage, answer: Answer) -> Shadow | None:
+        try:
+            return self._measure(rec, usage, answer)
+        finally:
+            if self.counts is not None:
+                self.counts.end_request()
+
+    def _measure(self, rec: RequestRecord, usage: Usage, answer: Answer) -> Shadow | None:
         if (
             rec.route != "local"
             or rec.endpoint not in _METERED
@@ -137,7 +147,8 @@ class ShadowMeter:
             or not rec.request
         ):
             return None
-        prefix = self.prefixes.seen_prefix(rec) if usage.cached_tokens is None else None
+        digest = self.counts.digest if self.counts is not None else None
+        prefix = self.prefixes.seen_prefix(rec, digest) if usage.cached_tokens is None else None
         raw: dict[str, tuple[int, int, int, int | None, bool]] = {}
         refs = tuple(self._count(ref, rec, usage, answer, prefix, raw) for ref in self.references(rec))
         busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))
@@ -213,14 +224,31 @@ class ShadowMeter:
     ) -> tuple[int, int, int, int | None, bool]:
         """Raw (unscaled) counts: prompt, output, reasoning, the seen prefix, and whether the
         prompt was token ids (an estimate). Each choice of an ``n>1`` answer is counted alone."""
-        prompt = prompt_tokens(rec.endpoint, rec.request or {}, spec, self._chat)
+        req = rec.request or {}
+        messages = req.get("messages")
+        if self.counts is not None and rec.endpoint == _CHAT and isinstance(messages, list):
+            # one pass over the history: the prompt and the seen prefix from the same per-message
+            # counts (the prefix is the prompt's first messages, the very same objects)
+            per_message = self.counts.message_counts(messages, spec)
+            tools = req.get("tools")
+            tool_list = [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+            r_prompt = REPLY_PRIMING + sum(per_message) + (self._chat([], tool_list, spec) - REPLY_PRIMING)
+            r_prefix = REPLY_PRIMING + sum(per_message[: len(prefix)]) if prefix else None
+            output, reasoning = self._answer_counts(spec, rec, answer)
+            return r_prompt, output, reasoning, r_prefix, False
+        prompt = prompt_tokens(rec.endpoint, req, spec, self._chat)
+        output, reasoning = self._answer_counts(spec, rec, answer)
+        r_prefix = self._chat(prefix, None, spec) if prefix else None
+        return prompt.tokens, output, reasoning, r_prefix, prompt.from_token_ids
+
+    @staticmethod
+    def _answer_counts(spec: TokenizerSpec, rec: RequestRecord, answer: Answer) -> tuple[int, int]:
         output = reasoning = 0
         if rec.endpoint != "/v1/embeddings":
             for a in answer.each():
                 output += count_completion(a.reasoning + a.content, list(a.tool_calls) or None, spec)
                 reasoning += count_text(a.reasoning, spec) if a.reasoning else 0
-        r_prefix = self._chat(prefix, None, spec) if prefix else None
-        return prompt.tokens, output, reasoning, r_prefix, prompt.from_token_ids
+        return output, reasoning
 
 
 def _tier(value: str) -> CloudTier:
