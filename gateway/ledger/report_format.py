@@ -42,6 +42,7 @@ def to_csv(data: dict[str, Any]) -> str:
         "local_cost_usd",
         "hosted_spend_usd",
     ]
+    all_in = _all_in(data)
     for m in refs:
         cols += [
             f"cloud_input_tokens[{m}]",
@@ -50,6 +51,9 @@ def to_csv(data: dict[str, Any]) -> str:
             f"savings_usd[{m}]",
             f"unpriced_requests[{m}]",
         ]
+    if all_in:  # appended, so the marginal columns keep their places
+        cols += ["all_in_hardware_usd", "all_in_idle_energy_usd", "all_in_busy_energy_usd", "all_in_cost_usd"]
+        cols += [f"all_in_savings_usd[{m}]" for m in refs]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -75,6 +79,10 @@ def to_csv(data: dict[str, Any]) -> str:
                 g["savings_usd"].get(m, "0") or "unpriced",
                 g["unpriced_requests"].get(m, 0),
             ]
+        if all_in:
+            a = g["all_in_cost_usd"]
+            row += [a["hardware"], a["idle_energy"], a["busy_energy"], a["total"]]
+            row += [g["all_in_savings_usd"].get(m, "0") or "unpriced" for m in refs]
         w.writerow(row)
     return buf.getvalue()
 

@@ -163,6 +163,26 @@ def test_all_in_equals_the_hand_computation(
     assert D(total["total"]) == D(b["cost_usd"]["total"])
     assert D(total["total"]) == sum((D(g["all_in_cost_usd"]["total"]) for g in rep["groups"]), D(0))
     assert rep["payback"]["basis"] == "all_in" and "marginal" in rep["payback"]
+    # the CSV carries the same all-in figures, after the marginal columns
+    config = tmp_path / "nometer.yaml"
+    args = ["report", "--db", str(db), "--config", str(config), "--from", FROM, "--to", TO, "--by", "team"]
+    csv_out = subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.splitlines()
+    head, *rows = (line.split(",") for line in csv_out)
+    total = dict(zip(head, rows[-1], strict=True))
+    assert total["group"] == "total" and D(total["all_in_cost_usd"]) == D(
+        rep["totals"]["all_in_cost_usd"]["total"]
+    )
+    assert head.index("all_in_cost_usd") > head.index("local_cost_usd")
+    table = subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "all-in cost" in table and "marginal (what one more request costs" in table
 
 
 def test_an_unused_box_still_costs_its_write_off(tmp_path: Path) -> None:
