@@ -15,6 +15,11 @@ meter's own prefix tracking runs (the costlier, default path with vLLM).
 
 Each variant runs the whole transcript `--repeat` times (a fresh meter each time) and keeps, per
 step, the least CPU of the runs: other processes on a shared machine only ever add to a figure.
+`--e2e` measures the same transcript through a real gateway process (and its meter process)
+in front of the fake upstream (tests/support), CPU of the process tree read from /proc over the
+last 10 steps (the kernel counts in 4 ms ticks: a sum over 10 steps, not per step), minus the
+tree's idle CPU for as long (health checks, the recorder's flush timer), measured just before.
+
 Prints one JSON object: per variant, CPU ms per step (mean over all steps, and median and max of
 the last 10 steps, whose history is the longest: ~60k tokens), the count cache's hits and misses
 over a run, and the history's size at the last step.
@@ -23,6 +28,7 @@ over a run, and the history's size at the last step.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import random
 import statistics
@@ -94,11 +100,81 @@ def run(steps: list[list[dict[str, Any]]], entries: int) -> tuple[list[float], S
     return cpu, meter
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + sys) of a process and its children (/proc/PID/stat)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def e2e(steps: list[list[dict[str, Any]]], entries: int) -> dict[str, Any]:
+    """CPU per step of the last 10 steps, through a real gateway and meter process."""
+    import sqlite3
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+
+    from tests.support.fake_upstream import FakeUpstream
+    from tests.support.gateway_process import GatewayProcess
+
+    with tempfile.TemporaryDirectory() as tmp, FakeUpstream() as fake:
+        config = {"backends": [{"url": fake.base_url}], "meter": {"count_cache_entries": entries}}
+        with GatewayProcess(Path(tmp), config) as g, httpx.Client(timeout=60) as client:
+            db = Path(tmp) / "ledger.db"
+
+            def rows() -> int:
+                with sqlite3.connect(db) as c:
+                    return int(c.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
+
+            def settle(n: int) -> None:
+                while rows() < n:
+                    time.sleep(0.05)
+
+            def post(messages: list[dict[str, Any]]) -> None:
+                body = orjson.dumps({"model": "fake-model", "messages": messages})
+                r = client.post(
+                    g.base_url + "/chat/completions",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
+                r.raise_for_status()
+
+            for messages in steps[:-10]:
+                post(messages)
+            settle(len(steps) - 10)
+            time.sleep(1)
+            idle0, w0 = tree_cpu_s(g.pid), time.monotonic()
+            time.sleep(3)
+            idle_rate = (tree_cpu_s(g.pid) - idle0) / (time.monotonic() - w0)
+            cpu0, w0 = tree_cpu_s(g.pid), time.monotonic()
+            for messages in steps[-10:]:
+                post(messages)
+            settle(len(steps))
+            cpu, wall = tree_cpu_s(g.pid) - cpu0, time.monotonic() - w0
+    return {
+        "cpu_ms_per_step_last10": round((cpu - idle_rate * wall) / 10 * 1000, 2),
+        "cpu_ms_per_step_last10_raw": round(cpu / 10 * 1000, 2),
+        "idle_cpu_ms_per_s": round(idle_rate * 1000, 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--tokens-per-step", type=int, default=700)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--e2e", action="store_true", help="through a real gateway and meter process")
     args = ap.parse_args()
     steps = transcript(args.steps, args.tokens_per_step)
     shipped_table().lookup("gpt-4.1")  # warm: table parse and encodings are per process, not per step
@@ -109,6 +185,9 @@ def main() -> None:
         "last_body_bytes": len(orjson.dumps({"messages": steps[-1]})),
     }
     for name, entries in (("without_cache", 0), ("with_cache", 65_536)):
+        if args.e2e:
+            out[name] = e2e(steps, entries)
+            continue
         runs = [run(steps, entries) for _ in range(args.repeat)]
         cpu = [min(r[0][i] for r in runs) for i in range(len(steps))]
         tail = cpu[-10:]
