@@ -19,12 +19,15 @@ and Python's 64-bit `hash` of it (SipHash-1-3, keyed with the process's random k
 * Fingerprints are computed once per message object per request (`digest`, memoised by object
   identity until `end_request`) and reused by the prefix tracker.
 
-Not thread-safe: one cache per meter (the meter process, or the recorder's one thread).
+Thread-safe: the counts are shared under a lock (held for a dictionary operation, never while
+tokenizing); the per-request fingerprint memo is per thread, so a request priced on the request
+path (`usage.nometer`) and the recorder's thread can share one meter.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -44,7 +47,8 @@ class CountCache:
             raise ValueError("max_entries must be positive")
         self.max_entries = max_entries
         self._counts: OrderedDict[tuple[str, bytes], int] = OrderedDict()
-        self._digests: dict[int, tuple[object, bytes | None]] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
         self.hits = 0
         self.misses = 0
 
@@ -54,7 +58,8 @@ class CountCache:
     def digest(self, value: object) -> bytes | None:
         """The fingerprint of `value`'s canonical JSON (see the module docstring), once per object
         per request; `None` when it cannot be serialised (it is then counted uncached)."""
-        memo = self._digests.get(id(value))
+        memos = self._memo()
+        memo = memos.get(id(value))
         if memo is not None and memo[0] is value:
             return memo[1]
         try:
@@ -63,12 +68,18 @@ class CountCache:
             d = None
         else:
             d = _FINGERPRINT.pack(len(data), hash(data) & _MASK64)  # 16 bytes, also a prefix-chain link
-        self._digests[id(value)] = (value, d)  # keeps the object alive, so its id is not reused
+        memos[id(value)] = (value, d)  # keeps the object alive, so its id is not reused
         return d
 
+    def _memo(self) -> dict[int, tuple[object, bytes | None]]:
+        memo: dict[int, tuple[object, bytes | None]] | None = getattr(self._local, "digests", None)
+        if memo is None:
+            memo = self._local.digests = {}
+        return memo
+
     def end_request(self) -> None:
-        """Forget the per-request fingerprint memo (the counts stay)."""
-        self._digests.clear()
+        """Forget this thread's per-request fingerprint memo (the counts stay)."""
+        self._memo().clear()
 
     def chat_prompt(
         self, messages: Sequence[object], tools: Sequence[object] | None, spec: TokenizerSpec
@@ -97,18 +108,23 @@ class CountCache:
 
     def _get(self, space: str, value: object) -> int | None:
         d = self.digest(value)
-        n = None if d is None else self._counts.get((space, d))
-        if n is None:
+        if d is None:
             self.misses += 1
             return None
-        self._counts.move_to_end((space, d))  # type: ignore[arg-type]  # d is not None here
-        self.hits += 1
+        with self._lock:
+            n = self._counts.get((space, d))
+            if n is None:
+                self.misses += 1
+                return None
+            self._counts.move_to_end((space, d))
+            self.hits += 1
         return n
 
     def _put(self, space: str, value: object, n: int) -> int:
         d = self.digest(value)  # memoised: no second serialisation
         if d is not None:
-            self._counts[(space, d)] = n
-            if len(self._counts) > self.max_entries:
-                self._counts.popitem(last=False)
+            with self._lock:
+                self._counts[(space, d)] = n
+                if len(self._counts) > self.max_entries:
+                    self._counts.popitem(last=False)
         return n
