@@ -186,6 +186,9 @@ class MeterSettings(_Frozen):
     # per-message token counts kept by content hash (LRU), so an agent's resent history is not
     # re-tokenized every step (pricing/count_cache.py); 0: off
     count_cache_entries: int = Field(default=65_536, ge=0)
+    # answers carry their own cost in usage.nometer (gateway/http/cost.py); per request
+    # X-Nometer-Cost: include | omit. Off by default: it prices the request on the request path.
+    response_cost: bool = False
 
 
 # -- teams, keys and policy (see docs/policy.md) -----------------------------------------------

@@ -147,8 +147,14 @@ class ShadowMeter:
             or not rec.request
         ):
             return None
-        digest = self.counts.digest if self.counts is not None else None
-        prefix = self.prefixes.seen_prefix(rec, digest) if usage.cached_tokens is None else None
+        prefix = None
+        if usage.cached_tokens is None:
+            digest = self.counts.digest if self.counts is not None else None
+            seen = self.prefixes.seen_prefix(rec, digest)  # learns this request's prefixes either way
+            if rec.priced_inline:  # priced on the request path: the answer told that figure
+                prefix = rec.inline_prefix
+            else:
+                prefix = rec.inline_prefix = seen
         raw: dict[str, tuple[int, int, int, int | None, bool]] = {}
         refs = tuple(self._count(ref, rec, usage, answer, prefix, raw) for ref in self.references(rec))
         busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))
