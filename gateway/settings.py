@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from pricing.allin import parse_window
+
 DEFAULT_PORT = 7878  # vLLM uses 8000 and the LiteLLM proxy 4000
 DEFAULT_CACHE = Path(os.environ.get("NOMETER_CACHE", Path.home() / ".cache" / "nometer"))
 
@@ -144,6 +146,24 @@ class BoxSettings(_Frozen):
     hardware_usd: Decimal = Decimal(3999)
     lifetime_years: Decimal = Decimal(3)
     nvml: bool = True  # measure GPU energy with NVML when available (nvidia-ml-py)
+    # when the box is on, for its all-in cost (pricing/allin.py): hours a day, or UTC windows
+    # ("mon-fri 08:00-20:00"; a schedule, when given, replaces hours_on). Off time draws no idle power.
+    hours_on: Decimal = Decimal(24)
+    schedule: tuple[str, ...] = ()
+
+    @field_validator("hours_on")
+    @classmethod
+    def _hours(cls, v: Decimal) -> Decimal:
+        if not 0 <= v <= 24:
+            raise ValueError("hours_on must be between 0 and 24")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _windows(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for window in v:
+            parse_window(window)  # a bad window fails at load, not in a report
+        return v
 
 
 class MeterSettings(_Frozen):
@@ -159,6 +179,13 @@ class MeterSettings(_Frozen):
     price_overrides: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
     box: BoxSettings = BoxSettings()
     backend_box: dict[str, BoxSettings] = Field(default_factory=dict)  # per backend name
+    # a reasoning reference (o1/o3/o4, gpt-5) bills hidden reasoning tokens the local answer does
+    # not show: not_modelled (default) adds none and says so on the receipt; local estimates them
+    # as the local model's own reasoning tokens (its reasoning text, else vLLM's reasoning_tokens)
+    hidden_reasoning: Literal["not_modelled", "local"] = "not_modelled"
+    # per-message token counts kept by content hash (LRU), so an agent's resent history is not
+    # re-tokenized every step (pricing/count_cache.py); 0: off
+    count_cache_entries: int = Field(default=65_536, ge=0)
     # answers carry their own cost in usage.nometer (gateway/http/cost.py); per request
     # X-Nometer-Cost: include | omit. Off by default: it prices the request on the request path.
     response_cost: bool = False

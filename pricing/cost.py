@@ -31,7 +31,7 @@ from decimal import Decimal, localcontext
 from typing import Final, Literal, get_args
 
 from pricing.money import CONTEXT
-from pricing.tables import RATE_KEYS, ModelPrice, PriceTier, RateKind
+from pricing.tables import RATE_KEYS, CloudTier, ModelPrice, PriceTier, RateKind
 
 CacheMode = Literal["none", "conservative"]
 CACHE_MODES: Final[tuple[CacheMode, ...]] = get_args(CacheMode)
@@ -143,3 +143,20 @@ def cloud_cost(price: ModelPrice | None, usage: CloudUsage, cache_mode: CacheMod
         )
         total = sum((term.usd for term in terms), Decimal(0))
     return CloudCost(True, total, terms, None if tier is None else tier.threshold, cache_mode)
+
+
+def service_price(
+    price: ModelPrice | None, tier: CloudTier
+) -> tuple[ModelPrice | None, CloudTier, str | None]:
+    """The prices to bill a request of cloud service `tier` with: `(price, tier priced, note)`.
+
+    Batch and flex use the table's batch/flex rates (`ModelPrice.for_service`). When the table
+    has none for this model, the request is priced at the standard rates and `note` says so: a
+    batch job compared with standard prices overstates what the cloud would have charged, and the
+    receipt must not hide that."""
+    if price is None or tier == "standard":
+        return price, "standard", None
+    service = price.for_service(tier)
+    if service is None:
+        return price, "standard", f"no {tier} rates in the price table: priced at standard rates"
+    return service, tier, None

@@ -10,9 +10,11 @@ are integers; references keep the order they were given in.
 Shape (version 1):
 
     {"version": 1, "price_table": id, "cache_mode": "none" | "conservative",
+     "cloud_tier": "standard" | "batch" | "flex",
      "local": {"method", "busy_seconds", "joules", "idle_watts", "busy_watts", "usd_per_kwh",
                "hardware_usd", "lifetime_years", "energy_usd", "hardware_share_usd", "total_usd"},
      "references": [{"model", "price_key", "tokenizer", "estimated",
+                     "priced_tier", "priced_tier_note", "hidden_reasoning",
                      "tokens": {"input", "cached", "cache_write", "output", "reasoning"},
                      "priced", "unpriced_reason", "tier",
                      "terms": [{"kind", "tokens", "rate", "rate_field", "usd"}, ...],
@@ -30,10 +32,10 @@ from typing import Any, Final
 
 import orjson
 
-from pricing.cost import CacheMode, CloudCost, CloudUsage, cloud_cost
+from pricing.cost import CacheMode, CloudCost, CloudUsage, cloud_cost, service_price
 from pricing.local import BoxCost, LocalCost, request_local_cost
 from pricing.money import CONTEXT, decimal_str
-from pricing.tables import PriceTable, threshold_label
+from pricing.tables import SERVICE_SUFFIX, CloudTier, PriceTable, threshold_label
 
 RECEIPT_VERSION: Final = 1
 
@@ -46,6 +48,9 @@ class ReferenceTokens:
     tokenizer: str
     estimated: bool
     usage: CloudUsage
+    hidden_reasoning: str | None = None
+    """For a reasoning reference (pricing.tokens.is_reasoning_model): `"not_modelled"` or
+    `"local"` (estimated from the local model's own reasoning tokens); `None` otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,7 @@ class ReceiptInputs:
     busy_seconds: Decimal
     box: BoxCost
     joules: Decimal | None = None
+    cloud_tier: CloudTier = "standard"  # X-Nometer-Cloud-Tier: the cloud service tier compared with
 
 
 def compute_receipt(inputs: ReceiptInputs) -> dict[str, Any]:
@@ -67,6 +73,7 @@ def compute_receipt(inputs: ReceiptInputs) -> dict[str, Any]:
         "version": RECEIPT_VERSION,
         "price_table": inputs.table.id,
         "cache_mode": inputs.cache_mode,
+        "cloud_tier": inputs.cloud_tier,
         "local": _local_json(inputs, local),
         "references": [_reference_json(ref, inputs, local) for ref in inputs.references],
     }
@@ -96,7 +103,11 @@ def _local_json(inputs: ReceiptInputs, local: LocalCost) -> dict[str, Any]:
 
 def _reference_json(ref: ReferenceTokens, inputs: ReceiptInputs, local: LocalCost) -> dict[str, Any]:
     price_key = inputs.table.resolve(ref.model)
-    price = None if price_key is None else inputs.table.models[price_key]
+    listed = None if price_key is None else inputs.table.models[price_key]
+    price, tier, tier_note = service_price(listed, inputs.cloud_tier)
+    # a rate the batch/flex tier lists came from its suffixed field; the others kept the standard one
+    own = set(listed.services[tier].fields()) if listed is not None and tier != "standard" else set()
+    suffix = SERVICE_SUFFIX.get(tier, "")
     cost = cloud_cost(price, ref.usage, inputs.cache_mode)
     usage = ref.usage
     return {
@@ -104,6 +115,9 @@ def _reference_json(ref: ReferenceTokens, inputs: ReceiptInputs, local: LocalCos
         "price_key": price_key,
         "tokenizer": ref.tokenizer,
         "estimated": ref.estimated,
+        "priced_tier": tier,
+        "priced_tier_note": tier_note,
+        "hidden_reasoning": ref.hidden_reasoning,
         "tokens": {
             "input": usage.input_tokens,
             "cached": usage.cached_tokens,
@@ -119,7 +133,7 @@ def _reference_json(ref: ReferenceTokens, inputs: ReceiptInputs, local: LocalCos
                 "kind": term.kind,
                 "tokens": term.tokens,
                 "rate": decimal_str(term.rate),
-                "rate_field": term.rate_field,
+                "rate_field": term.rate_field + suffix if term.rate_field in own else term.rate_field,
                 "usd": decimal_str(term.usd),
             }
             for term in cost.terms

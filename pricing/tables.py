@@ -15,9 +15,13 @@ or negative values in third-party data are treated as absent, so one bad entry c
 table nor produce a wrong number; overrides, which an operator writes, are parsed strictly.
 
 Long-context tiers. litellm spells them `<field>_above_<T>_tokens` with `T` like `200k`, `128k`
-or `1m`. Keys with a further suffix (`..._above_200k_tokens_priority`, `..._batches`) or an extra
-qualifier (`cache_creation_input_token_cost_above_1hr`) belong to other service tiers and are not
-read: nometer prices the standard, synchronous tier.
+or `1m`. Keys with an extra qualifier (`cache_creation_input_token_cost_above_1hr`) or the
+`_priority` suffix are not read.
+
+Cloud service tiers. Batch and flex prices are the same fields with a `_batches` or `_flex`
+suffix (`input_cost_per_token_batches`, `output_cost_per_token_above_200k_tokens_flex`); they are
+parsed into `ModelPrice.services["batch" | "flex"]`, a `ModelPrice` of their own (see
+`ModelPrice.for_service`). The standard tier is the model's base prices.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ import orjson
 from pricing.money import as_decimal
 
 RateKind = Literal["input", "output", "cache_read", "cache_write", "reasoning"]
+CloudTier = Literal["standard", "batch", "flex"]
+CLOUD_TIERS: Final[tuple[CloudTier, ...]] = ("standard", "batch", "flex")
+_SERVICE_SUFFIX: Final[Mapping[str, CloudTier]] = {"_batches": "batch", "_flex": "flex"}
+SERVICE_SUFFIX: Final[Mapping[str, str]] = {tier: suffix for suffix, tier in _SERVICE_SUFFIX.items()}
+"""Cloud service tier -> the suffix of its litellm price fields."""
 
 RATE_KEYS: Final[Mapping[RateKind, str]] = MappingProxyType(
     {
@@ -96,9 +105,39 @@ class ModelPrice:
     """Sorted by ascending threshold, at most one per threshold."""
     provider: str | None = None
     mode: str | None = None
+    services: Mapping[str, ModelPrice] = field(default_factory=lambda: MappingProxyType({}))
+    """Batch and flex prices (`"batch"`, `"flex"`), where the table has them."""
 
     def rate(self, kind: RateKind) -> Decimal | None:
         return _rate(self, kind)
+
+    def for_service(self, tier: CloudTier) -> ModelPrice | None:
+        """The prices of a cloud service tier: `self` for standard; for batch and flex, their own
+        input and output rates (`None` when the table lacks either: the caller labels it). A
+        rate the service tier does not list (a batch cache-read rate, say) keeps the standard
+        rate of that kind, as litellm does."""
+        if tier == "standard":
+            return self
+        service = self.services.get(tier)
+        if service is None or service.input is None or service.output is None:
+            return None
+
+        def kept(kind: RateKind) -> Decimal | None:
+            rate = service.rate(kind)
+            return self.rate(kind) if rate is None else rate
+
+        # long-context tiers: the service tier's own only (the standard tier's would replace the
+        # discounted rates with undiscounted ones; without any, the discount applies throughout)
+        return ModelPrice(
+            input=kept("input"),
+            output=kept("output"),
+            cache_read=kept("cache_read"),
+            cache_write=kept("cache_write"),
+            reasoning=kept("reasoning"),
+            tiers=service.tiers,
+            provider=self.provider,
+            mode=self.mode,
+        )
 
     def tier_for(self, prompt_tokens: int) -> PriceTier | None:
         """The highest tier whose threshold the prompt exceeds (strictly), if any."""
@@ -113,6 +152,9 @@ class ModelPrice:
         out = {RATE_KEYS[kind]: rate for kind in RATE_KEYS if (rate := self.rate(kind)) is not None}
         for tier in self.tiers:
             out.update({tier.key(kind): rate for kind in RATE_KEYS if (rate := tier.rate(kind)) is not None})
+        for suffix, name in _SERVICE_SUFFIX.items():
+            if (service := self.services.get(name)) is not None:
+                out.update({f"{key}{suffix}": rate for key, rate in service.fields().items()})
         return out
 
 
@@ -147,7 +189,12 @@ def parse_model_price(entry: Mapping[str, object], *, strict: bool = False) -> M
     """
     base: dict[RateKind, Decimal] = {}
     tiers: dict[int, dict[RateKind, Decimal]] = {}
+    services: dict[CloudTier, dict[str, object]] = {}
     for key, value in entry.items():
+        service = _service_of(key)
+        if service is not None:
+            services.setdefault(service[0], {})[service[1]] = value
+            continue
         known = _classify(key)
         if known is None:
             if strict:
@@ -167,7 +214,20 @@ def parse_model_price(entry: Mapping[str, object], *, strict: bool = False) -> M
         tiers=tuple(PriceTier(threshold, **tiers[threshold]) for threshold in sorted(tiers)),
         provider=provider if isinstance(provider, str) else None,
         mode=mode if isinstance(mode, str) else None,
+        services=MappingProxyType(
+            {name: parse_model_price(fields, strict=strict) for name, fields in services.items()}
+        ),
     )
+
+
+@lru_cache(maxsize=4096)
+def _service_of(key: str) -> tuple[CloudTier, str] | None:
+    """`("batch", "input_cost_per_token")` for `input_cost_per_token_batches`, and so on; `None`
+    for a key of the standard tier or one that is no rate (`output_cost_per_image_token_batches`)."""
+    for suffix, name in _SERVICE_SUFFIX.items():
+        if key.endswith(suffix) and _classify(key.removesuffix(suffix)) is not None:
+            return name, key.removesuffix(suffix)
+    return None
 
 
 @lru_cache(maxsize=4096)

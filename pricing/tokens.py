@@ -57,6 +57,7 @@ REPLY_PRIMING: Final = 3  # every reply is primed with <|start|>assistant<|messa
 
 _O200K_MODEL: Final = re.compile(r"(chatgpt-4o|gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o\d+(?=-|$))")
 _CL100K_MODEL: Final = re.compile(r"(gpt-4|gpt-3\.5|gpt-35|text-embedding-)")
+_REASONING_MODEL: Final = re.compile(r"(o\d+(?=-|$)|gpt-5(?!-chat)(?=-|\.|$))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,12 @@ def tokenizer_for(model: str) -> TokenizerSpec:
     return TokenizerSpec(O200K, O200K, Decimal(1), True, "unknown")
 
 
+def is_reasoning_model(model: str) -> bool:
+    """Whether a cloud model bills hidden reasoning tokens (OpenAI's o-series and gpt-5 reasoning
+    models; not `gpt-5-chat`): its receipts say whether that reasoning was modelled."""
+    return _REASONING_MODEL.match(model.lower().rsplit("/", 1)[-1].removeprefix("ft:")) is not None
+
+
 @cache
 def encoding(name: str) -> tiktoken.Encoding:
     """A tiktoken encoding, loaded once per process from the shipped cache files."""
@@ -131,15 +138,28 @@ def count_chat_prompt(
     enc = encoding(spec.encoding)
     total = REPLY_PRIMING
     for message in messages:
-        if not isinstance(message, Mapping):
-            continue
-        total += TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            total += _value_tokens(key, value, enc)
-            if key == "name":
-                total += TOKENS_PER_NAME
-    total += _tools_tokens(tools or (), enc, _TOOL_OVERHEAD.get(spec.encoding, _TOOL_OVERHEAD[O200K]))
+        if isinstance(message, Mapping):
+            total += message_tokens(message, enc)
+    total += tools_tokens(tools or (), spec)
     return _scaled(total, spec)
+
+
+def message_tokens(message: Mapping[str, object], enc: tiktoken.Encoding) -> int:
+    """One chat message's raw tokens with its framing: what `count_chat_prompt` adds per message
+    (a pure function of the message, so a cache may keep it by content)."""
+    total = TOKENS_PER_MESSAGE
+    for key, value in message.items():
+        total += _value_tokens(key, value, enc)
+        if key == "name":
+            total += TOKENS_PER_NAME
+    return total
+
+
+def tools_tokens(tools: Sequence[object], spec: TokenizerSpec) -> int:
+    """Raw tokens of a request's tool definitions (unscaled)."""
+    return _tools_tokens(
+        tools, encoding(spec.encoding), _TOOL_OVERHEAD.get(spec.encoding, _TOOL_OVERHEAD[O200K])
+    )
 
 
 def count_completion(
@@ -231,7 +251,8 @@ def _tools_tokens(tools: Sequence[object], enc: tiktoken.Encoding, cost: _ToolOv
     `prop_init` and, per property, `prop_key` + tokens of `"name:type:description"`, and for an
     enum `enum_init` + per item `enum_item` + its tokens. One `func_end` closes the list. A single
     trailing "." is dropped from descriptions. Accepts `{"type": "function", "function": {...}}`
-    tools and bare legacy `functions`; other tool types are skipped. Nested object properties are
+    tools, the Responses API's flat `{"type": "function", "name": ..., "parameters": ...}` and bare
+    legacy `functions`; other tool types are skipped. Nested object properties are
     not walked (the cookbook does not either).
     """
     functions = [_function_of(tool) for tool in tools]
@@ -265,7 +286,9 @@ def _function_of(tool: object) -> Mapping[str, object] | None:
         return None
     if tool.get("type") == "function":
         function = tool.get("function")
-        return function if isinstance(function, Mapping) else None
+        if isinstance(function, Mapping):
+            return function
+        return tool if "name" in tool else None  # the Responses API's flat tool: name, parameters
     return tool if "type" not in tool and "name" in tool else None
 
 

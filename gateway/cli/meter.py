@@ -13,7 +13,7 @@ import orjson
 
 from gateway.cli.options import add_ledger, add_period, command, ledger_target
 from gateway.cli.usage import progress
-from gateway.ledger import integrity
+from gateway.ledger import allin, integrity
 from gateway.ledger.period import parse_period
 from gateway.ledger.reader import Reader, open_reader
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
@@ -37,9 +37,10 @@ def _prices(settings: Settings, db: str) -> PriceStore:
     return PriceStore(price_path(settings, db))
 
 
-def period(args: argparse.Namespace) -> tuple[float | None, float | None]:
+def period(args: argparse.Namespace, now: float | None = None) -> tuple[float | None, float | None]:
     try:
-        return parse_period(args.since, getattr(args, "start", None), getattr(args, "end", None), time.time())
+        at = time.time() if now is None else now
+        return parse_period(args.since, getattr(args, "start", None), getattr(args, "end", None), at)
     except ValueError as exc:
         raise SystemExit(f"nometer: {exc}") from None
 
@@ -47,9 +48,10 @@ def period(args: argparse.Namespace) -> tuple[float | None, float | None]:
 def _report(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     reader = open_reader(ledger_target(args))
-    lo, hi = period(args)
+    now = time.time()
+    lo, hi = period(args, now)
     compare = tuple(m.strip() for m in (args.compare or "").split(",") if m.strip())
-    q = ReportQuery(since=lo, until=hi, by=args.by, compare=compare, team=args.team)
+    q = ReportQuery(since=lo, until=hi, by=args.by, compare=compare, team=args.team, now=now)
     results = {}
     for name, (sql, params) in queries(q, reader.placeholder).items():
         progress(f"querying the ledger ({name})")
@@ -59,8 +61,15 @@ def _report(args: argparse.Namespace) -> int:
     progress("")
     primary = compare[0] if compare else (settings.meter.references[0] if settings.meter.references else None)
     hw = settings.meter.box.hardware_usd
+    boxes = allin.plan(settings.meter, [b.name for b in settings.backends if b.name])
     data = build(
-        q, results, hardware_usd=hw, primary=primary, now=time.time(), order=settings.meter.references
+        q,
+        results,
+        hardware_usd=hw,
+        primary=primary,
+        now=time.time(),
+        order=settings.meter.references,
+        boxes=boxes,
     )
     data["integrity"] = proof
     if args.format == "json":

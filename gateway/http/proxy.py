@@ -108,7 +108,7 @@ class Proxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        rid = tag = run = session = None
+        rid = tag = run = session = tier = None
         cost_choice: bytes | None = None
         for k, v in headers:
             if k == b"x-request-id":
@@ -120,6 +120,8 @@ class Proxy:
                     run = v.decode("latin-1")[:200] or None
                 elif k == b"x-nometer-session":
                     session = v.decode("latin-1")[:200] or None
+                elif k == b"x-nometer-cloud-tier":
+                    tier = v
                 elif k == cost.HEADER:
                     cost_choice = v
         if not rid:
@@ -135,6 +137,7 @@ class Proxy:
         try:
             priced = cost.wanted(cost_choice, self.response_cost) and self.price is not None
             ident = self.gate.identify(headers)  # 401 before the body is even read
+            cloud_tier = cloud_tier_of(tier)
             body = await read_body(scope, receive, self.gate.body_limit(ident, self.max_body))
             payload, named = request_model(path, headers, body)
             if named is not None:
@@ -179,6 +182,7 @@ class Proxy:
             request=payload,
             team=plan.rules.team,
             key_id=ident.key_id if ident else None,
+            cloud_tier=cloud_tier,
         )
         self.inflight += 1
         try:
@@ -489,6 +493,22 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], watch: _W
                 watch.gone = True
                 task.cancel()
             return
+
+
+CLOUD_TIERS = {b"standard": "standard", b"batch": "batch", b"flex": "flex"}
+
+
+def cloud_tier_of(value: bytes | None) -> str:
+    """``X-Nometer-Cloud-Tier``: which cloud service tier the shadow meter compares this request
+    with (absent: standard). Anything else is the caller's mistake: a 400, before any usage record."""
+    if value is None:
+        return "standard"
+    tier = CLOUD_TIERS.get(value.strip().lower())
+    if tier is None:
+        raise errors.InvalidRequest(
+            "X-Nometer-Cloud-Tier must be one of standard, batch, flex", param="x-nometer-cloud-tier"
+        )
+    return tier
 
 
 async def send_error(send: Send, exc: errors.GatewayError, request_id: str, anthropic: bool = False) -> None:

@@ -51,6 +51,7 @@ class RequestRecord:
     busy_s: float | None = None  # this request's share of its backend's busy time
     joules: float | None = None  # its share of measured energy (None: not measured)
     hosted_cost_usd: str | None = None  # route=hosted: provider usage priced with the table (decimal string)
+    cloud_tier: str = "standard"  # X-Nometer-Cloud-Tier: standard | batch | flex
     # The server's own id of this event (ledger `uid`), unique unlike the client-chosen request id:
     # sent back as `x-nometer-receipt-id`, and the key of `GET /v1/nometer/receipts/{id}`.
     uid: str = field(default_factory=new_id)
@@ -107,6 +108,8 @@ EVENT_COLUMNS: tuple[str, ...] = (
     # agent runs (X-Nometer-Run / X-Nometer-Session)
     "run_id",
     "session_id",
+    # schema v8: the cloud service tier compared with (X-Nometer-Cloud-Tier; NULL in older rows = standard)
+    "cloud_tier",
 )
 SHADOW_COLUMNS: tuple[str, ...] = (
     "event_uid",
@@ -122,6 +125,8 @@ SHADOW_COLUMNS: tuple[str, ...] = (
     "reasoning_tokens",
     "cloud_pusd",
     "savings_pusd",
+    # schema v8: for a reasoning reference, whether its hidden reasoning was modelled
+    "hidden_reasoning",
 )
 
 # The hash chain's own columns, on both tables, after the content columns above: the writer

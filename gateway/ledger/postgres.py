@@ -34,12 +34,11 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = await conn.fetchval("SELECT MAX(version) FROM schema_version") or 0
-            for version, _ in schema.MIGRATIONS:
-                if version > current:
-                    for stmt in schema.statements("postgres", version):
-                        await conn.execute(stmt)
-                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            applied = {int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_version")}
+            for version in schema.pending(applied):
+                for stmt in schema.statements("postgres", version):
+                    await conn.execute(stmt)
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
 
     async def insert_batch(self, batch: LedgerBatchLike) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

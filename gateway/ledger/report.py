@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from gateway.ledger import allin
 from pricing.money import decimal_str
 
 PICO = Decimal(10) ** 12
@@ -33,6 +34,9 @@ class ReportQuery:
     by: str | None = None
     compare: tuple[str, ...] = ()  # reference models to show; empty = all recorded
     team: str | None = None  # restrict to one team (non-admin callers)
+    # the instant a relative period (`--since 30d`) was resolved at: an open period ends there, so
+    # the all-in cost of "the last 30 days" covers exactly 30 days however late it is computed
+    now: float | None = None
 
     def where(self, ph: str) -> tuple[str, list[Any]]:
         """WHERE clause on usage_events aliased ``e``; ``ph`` is the placeholder ('?' or '$')."""
@@ -57,6 +61,7 @@ def _group_expr(q: ReportQuery) -> str:
 
 def queries(q: ReportQuery, ph: str = "?") -> dict[str, tuple[str, list[Any]]]:
     where, params = q.where(ph)
+    all_teams = allin.without_team(q).where(ph)  # a team's all-in share needs the whole box's time
     g = _group_expr(q)
     events = f"""SELECT {g} AS grp, COUNT(*) AS requests,
         SUM(CASE WHEN e.route = 'local' THEN 1 ELSE 0 END) AS local_requests,
@@ -91,6 +96,7 @@ def queries(q: ReportQuery, ph: str = "?") -> dict[str, tuple[str, list[Any]]]:
         "shadows": (shadows, params),
         "hosted": (hosted, params),
         "meta": (meta, params),
+        "allin": allin.query(all_teams[0], all_teams[1], g),
     }
 
 
@@ -156,8 +162,14 @@ def build(
     primary: str | None,
     now: float,
     order: Sequence[str] = (),
+    boxes: allin.BoxPlan | None = None,
 ) -> dict[str, Any]:
-    """Shape query results into the report (groups, totals, payback)."""
+    """Shape query results into the report (groups, totals, payback).
+
+    With ``boxes`` the report is on the all-in basis (``gateway.ledger.allin``): every group and
+    the totals carry ``all_in_cost_usd`` and ``all_in_savings_usd`` beside the marginal
+    ``local_cost_usd`` and ``savings_usd``, and the payback is all-in (the marginal one beside it).
+    ``hardware_usd`` is then the used boxes' price. Without, the report is marginal only."""
     refs: dict[str, dict[str, dict[str, Any]]] = {}
     for r in results["shadows"]:
         refs.setdefault(str(r["grp"]), {})[r["ref_model"]] = r
@@ -176,7 +188,16 @@ def build(
         key=lambda m: (pref.index(m) if m in pref else len(pref), m),
     )
     primary = primary if primary in references else (references[0] if references else None)
-    out = {
+    result = None
+    if boxes is not None and "allin" in results:
+        end = q.now if q.now is not None else now
+        result = allin.compute(results["allin"], boxes, since=q.since, until=q.until, now=end, team=q.team)
+        used = [b["box"] for b in result.boxes] or [allin.DEFAULT_BOX]
+        hardware_usd = sum((boxes.boxes[b].cost.hardware_usd for b in used), Decimal(0))
+        for g in groups:
+            _with_all_in(g, result.groups.get(str(g["key"]), {}))
+        _with_all_in(totals, result.totals)
+    out: dict[str, Any] = {
         "object": "nometer.report",
         "period": {"from": _iso(q.since), "to": _iso(q.until)},
         "by": q.by,
@@ -188,7 +209,39 @@ def build(
         "totals": _public(totals),
         "payback": _payback(totals, primary, hardware_usd, now),
     }
+    if result is not None:
+        out["basis"] = "all_in"
+        out["basis_note"] = BASIS_NOTE
+        out["all_in"] = {
+            "period": {"from": _iso(result.period[0]), "to": _iso(result.period[1])},
+            "boxes": result.boxes,
+            "unattributed_usd": allin.usd_parts(result.unattributed) if q.team is None else None,
+        }
+        marginal = out["payback"]
+        out["payback"] = _payback_all_in(totals, primary, hardware_usd, now, result.period)
+        out["payback"]["marginal"] = {
+            k: marginal[k] for k in ("net_per_day_usd", "days_to_payback", "payback_date")
+        }
+    else:
+        out["basis"] = "marginal"
     return out
+
+
+BASIS_NOTE = (
+    "marginal: what one more request costs (its busy share of energy and hardware, as on its receipt); "
+    "all-in: what owning the box cost in this period (hardware write-off for the whole period, idle "
+    "power, busy energy), split by busy share"
+)
+
+
+def _with_all_in(g: dict[str, Any], parts: dict[str, int]) -> None:
+    cost = allin.usd_parts(parts)
+    g["all_in_cost_usd"] = cost
+    total = Decimal(cost["total"])
+    g["all_in_savings_usd"] = {
+        m: None if v is None else decimal_str(Decimal(v) - total) for m, v in g["cloud_cost_usd"].items()
+    }
+    g["_all_in_energy_pusd"] = parts.get("idle_energy", 0) + parts.get("busy_energy", 0)
 
 
 def _sum_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
@@ -248,6 +301,35 @@ def _payback(
     """When the box has paid for itself at the period's rate: hardware price / (avoided cloud
     spend - energy - hosted spend) per day."""
     first, last = totals["_span"]
+    if primary is None or first is None:
+        return _payback_at(primary, hardware_usd, now, None, 0)
+    days = max((last - first) / 86400, 1 / 24)  # at least an hour, so a burst does not extrapolate wildly
+    net = (Decimal(totals["_recoup_pusd"].get(primary, 0)) / PICO) - Decimal(totals["hosted_spend_usd"])
+    return _payback_at(primary, hardware_usd, now, net, days)
+
+
+def _payback_all_in(
+    totals: dict[str, Any],
+    primary: str | None,
+    hardware_usd: Decimal,
+    now: float,
+    period: tuple[float, float],
+) -> dict[str, Any]:
+    """The all-in payback: hardware price / (avoided cloud spend - busy and idle energy - hosted
+    spend) per day of the period (the write-off is what is being paid back, so it is not
+    subtracted; idle power is)."""
+    cloud = totals["cloud_cost_usd"].get(primary) if primary is not None else None
+    if cloud is None or period[1] <= period[0]:
+        return {"basis": "all_in", **_payback_at(primary, hardware_usd, now, None, 0)}
+    days = max((period[1] - period[0]) / 86400, 1 / 24)
+    net = Decimal(cloud) - Decimal(totals["_all_in_energy_pusd"]) / PICO - Decimal(totals["hosted_spend_usd"])
+    return {"basis": "all_in", **_payback_at(primary, hardware_usd, now, net, days)}
+
+
+def _payback_at(
+    primary: str | None, hardware_usd: Decimal, now: float, net: Decimal | None, days: float
+) -> dict[str, Any]:
+    """The payback block for a net saving of ``net`` over ``days`` (``None``: nothing to say)."""
     out: dict[str, Any] = {
         "reference": primary,
         "hardware_usd": decimal_str(hardware_usd),
@@ -255,10 +337,8 @@ def _payback(
         "days_to_payback": None,
         "payback_date": None,
     }
-    if primary is None or first is None:
+    if net is None:
         return out
-    days = max((last - first) / 86400, 1 / 24)  # at least an hour, so a burst does not extrapolate wildly
-    net = (Decimal(totals["_recoup_pusd"].get(primary, 0)) / PICO) - Decimal(totals["hosted_spend_usd"])
     per_day = net / Decimal(repr(days))
     out["net_per_day_usd"] = decimal_str(per_day.quantize(Decimal("0.000001")))
     if per_day > 0:

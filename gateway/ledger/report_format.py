@@ -42,6 +42,7 @@ def to_csv(data: dict[str, Any]) -> str:
         "local_cost_usd",
         "hosted_spend_usd",
     ]
+    all_in = _all_in(data)
     for m in refs:
         cols += [
             f"cloud_input_tokens[{m}]",
@@ -50,6 +51,9 @@ def to_csv(data: dict[str, Any]) -> str:
             f"savings_usd[{m}]",
             f"unpriced_requests[{m}]",
         ]
+    if all_in:  # appended, so the marginal columns keep their places
+        cols += ["all_in_hardware_usd", "all_in_idle_energy_usd", "all_in_busy_energy_usd", "all_in_cost_usd"]
+        cols += [f"all_in_savings_usd[{m}]" for m in refs]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -75,6 +79,10 @@ def to_csv(data: dict[str, Any]) -> str:
                 g["savings_usd"].get(m, "0") or "unpriced",
                 g["unpriced_requests"].get(m, 0),
             ]
+        if all_in:
+            a = g["all_in_cost_usd"]
+            row += [a["hardware"], a["idle_energy"], a["busy_energy"], a["total"]]
+            row += [g["all_in_savings_usd"].get(m, "0") or "unpriced" for m in refs]
         w.writerow(row)
     return buf.getvalue()
 
@@ -100,10 +108,15 @@ def _ordered_refs(data: dict[str, Any]) -> list[str]:
     return [head, *(m for m in refs if m != head)] if head in refs else refs
 
 
+def _all_in(data: dict[str, Any]) -> bool:
+    return data.get("basis") == "all_in"
+
+
 def _ref_cells(g: dict[str, Any], m: str) -> list[str]:
     unpriced = g["unpriced_requests"].get(m, 0)
     cost = _money(g["cloud_cost_usd"].get(m)) + (f" (+{unpriced} unpriced)" if unpriced else "")
-    return [cost, _money(g["savings_usd"].get(m))]
+    savings = g["all_in_savings_usd"] if "all_in_savings_usd" in g else g["savings_usd"]
+    return [cost, _money(savings.get(m))]
 
 
 def _fit(head: list[str], rows: list[list[str]]) -> list[int]:
@@ -121,14 +134,20 @@ def to_table(data: dict[str, Any], width: int | None = TABLE_WIDTH) -> str:
     refs = _ordered_refs(data)
     est = {m: bool(data["totals"]["cloud_tokens"].get(m, {}).get("estimated")) for m in refs}
     groups = _rows(data)
-    base_head = ["group" if data["by"] else "", "requests", "tokens in/out", "local cost"]
+    cost_key = "all_in_cost_usd" if _all_in(data) else "local_cost_usd"
+    base_head = [
+        "group" if data["by"] else "",
+        "requests",
+        "tokens in/out",
+        "all-in cost" if _all_in(data) else "local cost",
+    ]
     base = [
         [
             str(g["key"] if g["key"] is not None else "(none)"),
             f"{g['requests']:,}",
             f"{_count(g['local_tokens']['prompt'], width is None)}/"
             f"{_count(g['local_tokens']['completion'], width is None)}",
-            _money(g["local_cost_usd"]["total"]),
+            _money(g[cost_key]["total"]),
         ]
         for g in groups
     ]
@@ -216,15 +235,54 @@ def _notes(data: dict[str, Any], refs: list[str], shown: list[str], est: dict[st
             + ", ".join(f"{c} {_money(v['usd'])} ({v['requests']} req)" for c, v in causes.items())
         )
     out += proof_lines(data.get("integrity"))
+    out += _basis_lines(data)
     pb = data["payback"]
+    basis = " (all-in)" if _all_in(data) else ""
     if pb["days_to_payback"] is not None:
         out.append(
-            f"payback: the ${pb['hardware_usd']} box pays for itself in {pb['days_to_payback']:,} days "
+            f"payback{basis}: the ${pb['hardware_usd']} box pays for itself in {pb['days_to_payback']:,} days "
             f"({pb['payback_date'] or 'over a century'}) at {_money(pb['net_per_day_usd'])}/day vs {pb['reference']}"
         )
     elif pb["reference"]:
-        out.append(f"payback: no positive net saving vs {pb['reference']} in this period")
+        out.append(f"payback{basis}: no positive net saving vs {pb['reference']} in this period")
+    marginal = pb.get("marginal")
+    if marginal and pb["reference"]:
+        days = marginal["days_to_payback"]
+        out.append(
+            f"payback (marginal): {f'{days:,} days' if days is not None else 'no positive net saving'}"
+            + (
+                f" at {_money(marginal['net_per_day_usd'])}/day"
+                if marginal["net_per_day_usd"] is not None
+                else ""
+            )
+        )
     return out
+
+
+def _basis_lines(data: dict[str, Any]) -> list[str]:
+    """The all-in cost's terms and the marginal figures beside it."""
+    if not _all_in(data):
+        return []
+    t = data["totals"]
+    a = t["all_in_cost_usd"]
+    head = data["payback"]["reference"]
+    lines = [
+        f"all-in (what owning the box cost in this period): {_money(a['total'])} = hardware write-off "
+        f"{_money(a['hardware'])} + idle power {_money(a['idle_energy'])} + busy energy {_money(a['busy_energy'])}",
+        f"marginal (what one more request costs, as on receipts): {_money(t['local_cost_usd']['total'])}"
+        + (f", savings {_money(t['savings_usd'].get(head))} vs {head}" if head in t["savings_usd"] else ""),
+    ]
+    for b in data["all_in"]["boxes"]:
+        on = f"{b['hours_on']} h/day" if b["hours_on"] is not None else "schedule " + ", ".join(b["schedule"])
+        lines.append(
+            f"box {b['box']}: on {on}; {_hours(b['on_seconds'])} on, {_hours(b['busy_seconds'])} busy, "
+            f"{_hours(b['idle_seconds'])} idle of {_hours(b['period_seconds'])}"
+        )
+    return lines
+
+
+def _hours(seconds: str) -> str:
+    return f"{Decimal(seconds) / 3600:,.1f} h"
 
 
 def proof_lines(integrity: dict[str, Any] | None) -> list[str]:

@@ -156,9 +156,27 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         )""",
         ),
     ),
+    # 7 is reserved for the on-disk spool (another change); the runners apply every migration a
+    # ledger lacks, in number order, so a ledger that got 8 first still gets 7 when it lands.
+    # 8: the cloud service tier each request was compared with (X-Nometer-Cloud-Tier), and, per
+    # reasoning reference, whether its hidden reasoning was modelled. Both nullable, no default,
+    # appended last (the hash chain digests columns in order; old rows keep their digests).
+    (
+        8,
+        (
+            "ALTER TABLE usage_events ADD COLUMN cloud_tier TEXT",
+            "ALTER TABLE shadow_costs ADD COLUMN hidden_reasoning TEXT",
+        ),
+    ),
 )
 
-LATEST = MIGRATIONS[-1][0]
+LATEST = max(version for version, _ in MIGRATIONS)
+
+
+def pending(applied: set[int]) -> list[int]:
+    """The migrations a ledger lacks, in number order: every one not yet applied, not only those
+    above the highest applied (numbers are reserved per change, so they may land out of order)."""
+    return sorted(version for version, _ in MIGRATIONS if version not in applied)
 
 
 def statements(dialect: str, version: int) -> list[str]:

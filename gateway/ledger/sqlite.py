@@ -21,11 +21,9 @@ _INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS + CHAIN_COLUMNS, lamb
 def migrate_sqlite(conn: sqlite3.Connection) -> int:
     """Synchronous migration (used by the async store through its thread, and by the CLI)."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    current = row[0] or 0
-    for version, _ in schema.MIGRATIONS:
-        if version <= current:
-            continue
+    applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
+    current = max(applied, default=0)
+    for version in schema.pending(applied):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for stmt in schema.statements("sqlite", version):
@@ -35,7 +33,7 @@ def migrate_sqlite(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        current = version
+        current = max(current, version)
     return int(current)
 
 

@@ -19,6 +19,7 @@ documents are not counted (an undercount, the safe direction for savings).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -108,8 +109,13 @@ def _call(name: object, arguments: str) -> dict[str, Any]:
     }
 
 
-def prompt_tokens(req: dict[str, Any], spec: TokenizerSpec) -> int:
-    """The request's prompt in ``spec``'s tokens, counted as the equivalent chat prompt."""
+def prompt_tokens(
+    req: dict[str, Any],
+    spec: TokenizerSpec,
+    chat: Callable[[list[Any], list[Any] | None, TokenizerSpec], int] = count_chat_prompt,
+) -> int:
+    """The request's prompt in ``spec``'s tokens, counted as the equivalent chat prompt (by
+    ``chat``: the plain counter, or the meter's cached one)."""
     messages: list[dict[str, Any]] = []
     system = _text(req.get("system"))
     if system:
@@ -129,7 +135,7 @@ def prompt_tokens(req: dict[str, Any], spec: TokenizerSpec) -> int:
         for t in req.get("tools") or ()
         if isinstance(t, dict) and "name" in t
     ]
-    return count_chat_prompt(messages, tools or None, spec)
+    return chat(list(messages), list(tools) or None, spec)
 
 
 def _chat_message(m: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,17 +37,25 @@ class PrefixTracker:
         self._seen: dict[bytes, float] = {}
         self._lock = threading.Lock()
 
-    def seen_prefix(self, rec: RequestRecord) -> list[Any] | None:
+    def seen_prefix(
+        self, rec: RequestRecord, digest: Callable[[object], bytes | None] | None = None
+    ) -> list[Any] | None:
+        """The longest run of first messages seen within the TTL (``None``: none). ``digest``, when
+        given, is the meter's per-message content digest (``pricing.count_cache``): the chain is
+        then hashed over digests, not over every message's JSON again."""
         req = rec.request or {}
         messages = req.get("messages")
         if rec.endpoint != _CHAT or not isinstance(messages, list) or len(messages) < 2:
             return None
-        h = hashlib.sha256(orjson.dumps(req.get("tools")) + str(rec.served_model).encode())
+        key = hashlib.blake2b(orjson.dumps(req.get("tools")) + str(rec.served_model).encode()).digest()
         now = rec.started
         keys = []
         for m in messages:
-            h.update(orjson.dumps(m, option=orjson.OPT_SORT_KEYS))
-            keys.append(h.copy().digest())
+            d = digest(m) if digest is not None else None
+            # each prefix's key chains the previous key with this message (its digest, or its JSON)
+            part = d if d is not None else orjson.dumps(m, option=orjson.OPT_SORT_KEYS)
+            key = hashlib.blake2b(key + part, digest_size=32).digest()
+            keys.append(key)
         best = 0
         with self._lock:
             for k, key in enumerate(keys, 1):

@@ -17,6 +17,7 @@ from gateway.meter.shadow import box_from_json, pico
 from pricing.cost import CloudUsage
 from pricing.receipt import ReceiptInputs, ReferenceTokens, compute_receipt, receipt_digest
 from pricing.store import PriceStore
+from pricing.tables import CloudTier
 
 # A receipt is looked up by the server's id (`uid`, sent as x-nometer-receipt-id: unique) or by the
 # client's request id (not unique: any client may send any id), within what the caller may see.
@@ -49,6 +50,7 @@ def recompute(event: dict[str, Any], shadows: list[dict[str, Any]], prices: Pric
                 cache_write_tokens=int(s["cache_write_tokens"]),
                 reasoning_tokens=int(s["reasoning_tokens"]),
             ),
+            s.get("hidden_reasoning"),
         )
         for s in shadows
     )
@@ -59,8 +61,18 @@ def recompute(event: dict[str, Any], shadows: list[dict[str, Any]], prices: Pric
         busy_seconds=Decimal(repr(float(event["busy_s"] or 0.0))),
         box=box_from_json(event["box"]),
         joules=None if event["joules"] is None else Decimal(repr(float(event["joules"]))),
+        cloud_tier=_tier(event.get("cloud_tier")),
     )
     return compute_receipt(inputs)
+
+
+def _tier(value: object) -> CloudTier:
+    """The stored cloud tier (NULL in rows older than schema 8: standard)."""
+    if value in (None, "standard"):
+        return "standard"
+    if value == "batch" or value == "flex":
+        return value
+    raise ValueError(f"unknown cloud tier {value!r}")
 
 
 def view(event: dict[str, Any], receipt: dict[str, Any]) -> dict[str, Any]:

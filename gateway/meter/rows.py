@@ -82,6 +82,7 @@ def to_row(rec: RequestRecord, usage: Usage, uid: str, shadow: Shadow | None) ->
         pico(rec.hosted_cost_usd),
         rec.run,
         rec.session,
+        rec.cloud_tier,
     )
 
 
@@ -104,6 +105,7 @@ def shadow_rows(uid: str, shadow: Shadow) -> list[Row]:
                 u.reasoning_tokens,
                 pico(cost.total),
                 pico(savings),
+                ref.hidden_reasoning,
             )
         )
     return out

@@ -21,18 +21,22 @@ from gateway.ledger.events import RequestRecord
 from gateway.meter import anthropic
 from gateway.meter.answer import Answer
 from gateway.meter.prefix import PrefixTracker, cacheable
+from gateway.meter.prompt import ChatCounter, prompt_tokens
 from gateway.meter.usage import Usage
 from gateway.settings import BoxSettings, MeterSettings
-from pricing.cost import CloudCost, CloudUsage, cloud_cost
+from pricing.cost import CloudCost, CloudUsage, cloud_cost, service_price
+from pricing.count_cache import CountCache
 from pricing.local import BoxCost, LocalCost, request_local_cost
 from pricing.money import CONTEXT, as_decimal, decimal_str
 from pricing.receipt import ReceiptInputs, ReferenceTokens
-from pricing.tables import PriceTable
+from pricing.tables import CloudTier, PriceTable
 from pricing.tokens import (
     REPLY_PRIMING,
+    TokenizerSpec,
     count_chat_prompt,
     count_completion,
     count_text,
+    is_reasoning_model,
     scale,
     tokenizer_for,
     unscaled,
@@ -102,6 +106,9 @@ class ShadowMeter:
         self._default_box = box_cost(settings.box)
         self._boxes = {name: box_cost(b) for name, b in settings.backend_box.items()}
         self.prefixes = PrefixTracker()
+        entries = settings.count_cache_entries
+        self.counts = CountCache(entries) if entries else None
+        self._chat: ChatCounter = self.counts.chat_prompt if self.counts is not None else count_chat_prompt
 
     def references(self, rec: RequestRecord) -> list[str]:
         s = self.settings
@@ -126,6 +133,13 @@ class ShadowMeter:
         return refs
 
     def measure(self, rec: RequestRecord, usage: Usage, answer: Answer) -> Shadow | None:
+        try:
+            return self._measure(rec, usage, answer)
+        finally:
+            if self.counts is not None:
+                self.counts.end_request()
+
+    def _measure(self, rec: RequestRecord, usage: Usage, answer: Answer) -> Shadow | None:
         if (
             rec.route != "local"
             or rec.endpoint not in _METERED
@@ -135,12 +149,13 @@ class ShadowMeter:
             return None
         prefix = None
         if usage.cached_tokens is None:
-            seen = self.prefixes.seen_prefix(rec)  # learns this request's prefixes either way
+            digest = self.counts.digest if self.counts is not None else None
+            seen = self.prefixes.seen_prefix(rec, digest)  # learns this request's prefixes either way
             if rec.priced_inline:  # priced on the request path: the answer told that figure
                 prefix = rec.inline_prefix
             else:
                 prefix = rec.inline_prefix = seen
-        raw: dict[str, tuple[int, int, int, int | None]] = {}
+        raw: dict[str, tuple[int, int, int, int | None, bool]] = {}
         refs = tuple(self._count(ref, rec, usage, answer, prefix, raw) for ref in self.references(rec))
         busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))
         joules = None if rec.joules is None else Decimal(repr(rounded_joules(rec.joules)))
@@ -151,12 +166,14 @@ class ShadowMeter:
             busy_seconds=busy,
             box=self._boxes.get(rec.backend or "", self._default_box),
             joules=joules,
+            cloud_tier=_tier(rec.cloud_tier),
         )
         local = request_local_cost(inputs.busy_seconds, inputs.joules, inputs.box)
         costs = []
         for ref in refs:
             key = self.table.resolve(ref.model)
-            cost = cloud_cost(None if key is None else self.table.models[key], ref.usage, inputs.cache_mode)
+            price, _, _ = service_price(None if key is None else self.table.models[key], inputs.cloud_tier)
+            cost = cloud_cost(price, ref.usage, inputs.cache_mode)
             with localcontext(CONTEXT):
                 savings = None if cost.total is None else cost.total - local.total
             costs.append((key, cost, savings))
@@ -169,7 +186,7 @@ class ShadowMeter:
         usage: Usage,
         answer: Answer,
         prefix: list[Any] | None,
-        raw: dict[str, tuple[int, int, int, int | None]],
+        raw: dict[str, tuple[int, int, int, int | None, bool]],
     ) -> ReferenceTokens:
         """One reference's token counts. Texts are tokenized once per encoding (``raw``), then
         scaled by each family's factor: the same numbers as counting per reference, a third of
@@ -177,9 +194,17 @@ class ShadowMeter:
         spec = tokenizer_for(ref)
         if spec.encoding not in raw:
             raw[spec.encoding] = self._raw_counts(unscaled(spec), rec, answer, prefix)
-        r_prompt, r_output, r_reasoning, r_prefix = raw[spec.encoding]
+        r_prompt, r_output, r_reasoning, r_prefix, from_ids = raw[spec.encoding]
         prompt, output = scale(r_prompt, spec), scale(r_output, spec)
         reasoning = min(output, scale(r_reasoning, spec))
+        hidden = None
+        if is_reasoning_model(ref):
+            hidden = self.settings.hidden_reasoning
+            if hidden == "local" and not r_reasoning and usage.reasoning_tokens:
+                # the local model reasoned without showing it: bill the cloud model as many hidden
+                # reasoning tokens (vLLM's own count; no text to re-count in the cloud's tokens)
+                reasoning = usage.reasoning_tokens
+                output += reasoning
         cached = written = 0
         if usage.cached_tokens and usage.prompt_tokens:
             # the cloud would have cached the same share of the prompt that vLLM found cached
@@ -193,55 +218,44 @@ class ShadowMeter:
         return ReferenceTokens(
             ref,
             spec.name,
-            spec.estimated,
+            spec.estimated or from_ids,
             CloudUsage(
                 prompt, output, cached_tokens=cached, cache_write_tokens=written, reasoning_tokens=reasoning
             ),
+            hidden,
         )
 
     def _raw_counts(
-        self, spec: Any, rec: RequestRecord, answer: Answer, prefix: list[Any] | None
-    ) -> tuple[int, int, int, int | None]:
+        self, spec: TokenizerSpec, rec: RequestRecord, answer: Answer, prefix: list[Any] | None
+    ) -> tuple[int, int, int, int | None, bool]:
+        """Raw (unscaled) counts: prompt, output, reasoning, the seen prefix, and whether the
+        prompt was token ids (an estimate). Each choice of an ``n>1`` answer is counted alone."""
         req = rec.request or {}
-        if rec.endpoint == _CHAT:
-            raw_messages, raw_tools = req.get("messages"), req.get("tools")
-            messages = (
-                [m for m in raw_messages if isinstance(m, dict)] if isinstance(raw_messages, list) else []
-            )
-            tools = [t for t in raw_tools if isinstance(t, dict)] if isinstance(raw_tools, list) else None
-            prompt = count_chat_prompt(messages, tools, spec)
-        elif rec.endpoint == "/v1/responses":
-            prompt = _responses_prompt(req, spec)
-        elif rec.endpoint == anthropic.MESSAGES:
-            prompt = anthropic.prompt_tokens(req, spec)
-        else:  # completions: prompt; embeddings: input
-            prompt = sum(count_text(t, spec) for t in _texts(req.get("prompt", req.get("input"))))
-        output = (
-            0
-            if rec.endpoint == "/v1/embeddings"
-            else count_completion(answer.reasoning + answer.content, list(answer.tool_calls) or None, spec)
-        )
-        reasoning = count_text(answer.reasoning, spec) if answer.reasoning else 0
-        r_prefix = count_chat_prompt(prefix, None, spec) if prefix else None
-        return prompt, output, reasoning, r_prefix
+        messages = req.get("messages")
+        if self.counts is not None and rec.endpoint == _CHAT and isinstance(messages, list):
+            # one pass over the history: the prompt and the seen prefix from the same per-message
+            # counts (the prefix is the prompt's first messages, the very same objects)
+            per_message = self.counts.message_counts(messages, spec)
+            tools = req.get("tools")
+            tool_list = [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+            r_prompt = REPLY_PRIMING + sum(per_message) + (self._chat([], tool_list, spec) - REPLY_PRIMING)
+            r_prefix = REPLY_PRIMING + sum(per_message[: len(prefix)]) if prefix else None
+            output, reasoning = self._answer_counts(spec, rec, answer)
+            return r_prompt, output, reasoning, r_prefix, False
+        prompt = prompt_tokens(rec.endpoint, req, spec, self._chat)
+        output, reasoning = self._answer_counts(spec, rec, answer)
+        r_prefix = self._chat(prefix, None, spec) if prefix else None
+        return prompt.tokens, output, reasoning, r_prefix, prompt.from_token_ids
+
+    @staticmethod
+    def _answer_counts(spec: TokenizerSpec, rec: RequestRecord, answer: Answer) -> tuple[int, int]:
+        output = reasoning = 0
+        if rec.endpoint != "/v1/embeddings":
+            for a in answer.each():
+                output += count_completion(a.reasoning + a.content, list(a.tool_calls) or None, spec)
+                reasoning += count_text(a.reasoning, spec) if a.reasoning else 0
+        return output, reasoning
 
 
-def _texts(v: Any) -> list[str]:
-    if isinstance(v, str):
-        return [v]
-    if isinstance(v, list):
-        return [x for x in v if isinstance(x, str)]  # token-id prompts are not text: not counted
-    return []
-
-
-def _responses_prompt(req: dict[str, Any], spec: Any) -> int:
-    inp = req.get("input")
-    n = count_text(req["instructions"], spec) if isinstance(req.get("instructions"), str) else 0
-    if isinstance(inp, str):
-        return n + count_chat_prompt([{"role": "user", "content": inp}], None, spec)
-    if isinstance(inp, list):
-        msgs = [m for m in inp if isinstance(m, dict) and "role" in m]
-        return n + count_chat_prompt(
-            msgs, req.get("tools") if isinstance(req.get("tools"), list) else None, spec
-        )
-    return n
+def _tier(value: str) -> CloudTier:
+    return "batch" if value == "batch" else "flex" if value == "flex" else "standard"

@@ -139,6 +139,30 @@ def request_text(req: dict[str, Any] | None) -> str:
     return "\n".join(parts)
 
 
+def answer_text(body: dict[str, Any]) -> str:
+    """The generated text of a non-stream body (every choice, Responses output, Anthropic
+    content), for an estimate when the server reported no usage."""
+    parts: list[str] = []
+    for ch in body.get("choices") or ():
+        if isinstance(ch, dict):
+            msg = ch.get("message")
+            source = msg if isinstance(msg, dict) else ch
+            parts.extend(
+                v for k in ("reasoning_content", "content", "text") if isinstance(v := source.get(k), str)
+            )
+            for tc in (source.get("tool_calls") or ()) if isinstance(source, dict) else ():
+                fn = tc.get("function") if isinstance(tc, dict) else None
+                if isinstance(fn, dict):
+                    parts.extend(v for k in ("name", "arguments") if isinstance(v := fn.get(k), str))
+    for item in body.get("output") or body.get("content") or ():
+        if isinstance(item, dict):
+            parts.extend(v for k in ("text", "name", "arguments") if isinstance(v := item.get(k), str))
+            for part in item.get("content") or ():
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    parts.append(part["text"])
+    return "\n".join(parts)
+
+
 def extract(rec: RequestRecord, count_tokens: Any = None) -> tuple[Usage, list[dict[str, Any]] | None]:
     """Usage of a finished request, and its parsed stream events (reused by pricing).
 
@@ -146,6 +170,7 @@ def extract(rec: RequestRecord, count_tokens: Any = None) -> tuple[Usage, list[d
     """
     events: list[dict[str, Any]] | None = None
     usage: Usage | None = None
+    body: Any = None
     if rec.chunks:
         events = stream_events(rec.chunks)
         usage = _stream_usage(events)
@@ -158,6 +183,19 @@ def extract(rec: RequestRecord, count_tokens: Any = None) -> tuple[Usage, list[d
             usage = from_usage_object(body.get("usage"))
     if usage is not None and usage.prompt_tokens is not None:
         return usage, events
+    if (
+        isinstance(body, dict)
+        and rec.status == 200
+        and rec.served_model is not None
+        and rec.request is not None
+        and count_tokens is not None
+        and "error" not in body
+    ):
+        # a non-streamed answer without a usage object (some servers omit it): the model did the
+        # work, so estimate both sides from the texts, labelled estimated, rather than price nothing
+        prompt = count_tokens(request_text(rec.request))
+        completion = count_tokens(answer_text(body))
+        return Usage(prompt, completion, prompt + completion, None, None, ESTIMATED), events
     # Estimate only where a model server did work that it could not report: the client left, the
     # upstream went silent, or a stream broke. A refused or failed request (4xx/5xx body) counts nothing.
     if (

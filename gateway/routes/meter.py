@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
-from gateway.ledger import integrity, runs
+from gateway.ledger import allin, integrity, runs
 from gateway.ledger.period import parse_period
 from gateway.ledger.report import DIMENSIONS, ReportQuery, build, queries
 from gateway.ledger.report_format import to_csv
@@ -55,6 +55,7 @@ async def run_report(rt: Runtime, q: ReportQuery, *, proof: bool = True) -> dict
         primary=primary,
         now=time.time(),
         order=rt.settings.meter.references,
+        boxes=allin.plan(rt.settings.meter, [b.name for b in rt.router.backends]),
     )
     if proof:
         data["integrity"] = await report_integrity(rt, q)
@@ -76,8 +77,9 @@ async def report_integrity(rt: Runtime, q: ReportQuery) -> dict[str, Any]:
 
 def parse_query(request: Request) -> ReportQuery:
     p = request.query_params
+    now = time.time()
     try:
-        lo, hi = parse_period(p.get("since"), p.get("from"), p.get("to"), time.time())
+        lo, hi = parse_period(p.get("since"), p.get("from"), p.get("to"), now)
     except ValueError as exc:
         raise errors.InvalidRequest(str(exc), param="since") from None
     by = p.get("by")
@@ -90,7 +92,7 @@ def parse_query(request: Request) -> ReportQuery:
         if wanted not in (None, team):
             raise errors.PermissionDenied("a team key can only read its own team's report", param="team")
         wanted = team
-    return ReportQuery(since=lo, until=hi, by=by, compare=compare, team=wanted)
+    return ReportQuery(since=lo, until=hi, by=by, compare=compare, team=wanted, now=now)
 
 
 async def report(request: Request) -> Response:

@@ -378,11 +378,16 @@ def test_dashboard_equals_the_json_report(world: World, browser: Any, tmp_path: 
         wait_ready(page)
         t = day["totals"]
         # the headline figures
-        expect_money(page, "[data-testid=kpi-savings]", t["savings_usd"][ref])
+        # all-in by default (what owning the box cost over the 30 days), marginal beside it
+        assert day["basis"] == "all_in"
+        expect_money(page, "[data-testid=kpi-savings]", t["all_in_savings_usd"][ref])
         expect_money(page, "[data-testid=kpi-cloud]", t["cloud_cost_usd"][ref])
-        expect_money(page, "[data-testid=kpi-local]", t["local_cost_usd"]["total"])
-        expect_money(page, "[data-testid=kpi-local-energy]", t["local_cost_usd"]["energy"])
-        expect_money(page, "[data-testid=kpi-local-hardware]", t["local_cost_usd"]["hardware"])
+        expect_money(page, "[data-testid=kpi-local]", t["all_in_cost_usd"]["total"])
+        expect_money(page, "[data-testid=kpi-local-energy]", t["all_in_cost_usd"]["busy_energy"])
+        expect_money(page, "[data-testid=kpi-local-idle]", t["all_in_cost_usd"]["idle_energy"])
+        expect_money(page, "[data-testid=kpi-local-hardware]", t["all_in_cost_usd"]["hardware"])
+        expect_money(page, "[data-testid=kpi-marginal]", t["local_cost_usd"]["total"])
+        assert "marginal" in text(page, "[data-testid=kpi-savings-note]")
         expect_money(page, "[data-testid=kpi-hosted]", t["hosted_spend_usd"])
         assert Decimal(t["hosted_spend_usd"]) > 0 and t["hosted_requests"] >= world.hosted_requests
         assert text(page, "[data-testid=kpi-requests]") == f"{t['requests']:,}" == f"{world.requests:,}"
@@ -477,8 +482,8 @@ def test_a_loading_state_until_the_report_arrives(world: World, browser: Any, tm
         assert len(held) == 4 and page.get_attribute("body", "data-state") == "loading"
         assert page.get_attribute("main", "aria-busy") == "true"
         figures = page.locator("[data-testid=kpis] .big, [data-testid=kpis] .note b, .facts dd")
-        assert figures.count() == 14
-        assert figures.evaluate_all("es => es.map(e => e.innerText.trim())") == [""] * 14  # no dash
+        assert figures.count() == 16
+        assert figures.evaluate_all("es => es.map(e => e.innerText.trim())") == [""] * 16  # no dash
         assert figures.evaluate_all("es => es.every(e => e.querySelector('.skeleton'))")
         for box in ("chart-savings", "references", "table-team", "table-model", "table-tag", "hosted-causes"):
             assert text(page, f"[data-testid={box}]") == "Loading the report\u2026", box
@@ -530,7 +535,7 @@ def test_a_team_key_sees_only_its_team(world: World, browser: Any) -> None:
         )
         assert keys == ["support-bot"]
         ref = rep["payback"]["reference"]
-        expect_money(page, "[data-testid=kpi-savings]", rep["totals"]["savings_usd"][ref])
+        expect_money(page, "[data-testid=kpi-savings]", rep["totals"]["all_in_savings_usd"][ref])
         assert text(page, "[data-testid=kpi-requests]") == f"{rep['totals']['requests']:,}"
         assert errors == []
     finally:

@@ -229,7 +229,10 @@
     const est = !!(ref && t.cloud_tokens[ref] && t.cloud_tokens[ref].estimated);
     const unpriced = ref ? t.unpriced_requests[ref] || 0 : 0;
     const cloud = ref ? t.cloud_cost_usd[ref] : null;
-    const savings = ref ? t.savings_usd[ref] : null;
+    // the headline is all-in (what owning the box cost in the period); marginal is shown beside it
+    const allIn = !!t.all_in_cost_usd;
+    const savings = ref ? (allIn ? t.all_in_savings_usd[ref] : t.savings_usd[ref]) : null;
+    const marginalSavings = ref ? t.savings_usd[ref] : null;
     if (ref) {
       setMoney(testid("kpi-savings"), savings, { estimated: est, signed: true });
       setMoney(testid("kpi-cloud"), cloud, { estimated: est });
@@ -237,9 +240,12 @@
       for (const id of ["kpi-savings", "kpi-cloud"]) testid(id).replaceChildren(el("span", { class: "v", text: "–" }));
     }
     // an empty period has no local cost entries at all: that is $0, not "unpriced"
-    setMoney(testid("kpi-local"), t.local_cost_usd.total ?? "0");
-    setMoney(testid("kpi-local-energy"), t.local_cost_usd.energy ?? "0");
-    setMoney(testid("kpi-local-hardware"), t.local_cost_usd.hardware ?? "0");
+    const own = allIn ? t.all_in_cost_usd : { total: t.local_cost_usd.total, hardware: t.local_cost_usd.hardware, idle_energy: "0", busy_energy: t.local_cost_usd.energy };
+    setMoney(testid("kpi-local"), own.total ?? "0");
+    setMoney(testid("kpi-local-energy"), own.busy_energy ?? "0");
+    setMoney(testid("kpi-local-idle"), own.idle_energy ?? "0");
+    setMoney(testid("kpi-local-hardware"), own.hardware ?? "0");
+    setMoney(testid("kpi-marginal"), t.local_cost_usd.total ?? "0");
     setMoney(testid("kpi-hosted"), t.hosted_spend_usd);
     testid("kpi-requests").textContent = int(t.requests);
     testid("kpi-local-requests").textContent = int(t.local_requests);
@@ -253,6 +259,7 @@
       sNote.textContent = ref ? "no priced requests in this period" : "no local requests in this period";
     }
     if (unpriced) sNote.textContent += ` · ${int(unpriced)} unpriced`;
+    if (allIn && marginalSavings !== null && marginalSavings !== undefined) sNote.textContent += ` · marginal ${usd(marginalSavings)}`;
     const ct = ref && t.cloud_tokens[ref];
     testid("kpi-cloud-note").textContent = ct
       ? `${est ? "≈ " : ""}${int(ct.input)} in · ${int(ct.output)} out tokens${est ? " (estimated)" : ""}`
@@ -263,7 +270,9 @@
     const note = testid("payback-note");
     days.dataset.value = pb.days_to_payback ?? "";
     const box = usd(pb.hardware_usd).replace(/\.00$/, "");
-    const net = pb.net_per_day_usd !== null ? ` · net ${usd(pb.net_per_day_usd)}/day vs ${pb.reference}` : "";
+    const mp = pb.marginal;
+    const marginalNote = mp ? ` · marginal: ${mp.days_to_payback !== null ? `${mp.days_to_payback.toLocaleString("en-US")} days` : "no payback"}` : "";
+    const net = (pb.net_per_day_usd !== null ? ` · net ${usd(pb.net_per_day_usd)}/day vs ${pb.reference}${allIn ? " (all-in)" : ""}` : "") + marginalNote;
     if (pb.days_to_payback !== null) {
       days.textContent = pb.payback_date ? `${pb.days_to_payback.toLocaleString("en-US")} days` : "100+ years";
       note.textContent = `${pb.payback_date ? `by ${pb.payback_date} · ` : ""}${box} box${net}`;

@@ -50,7 +50,7 @@ def event(uid: str, **over: Any) -> tuple[Any, ...]:
 
 
 def shadow(uid: str, i: int) -> tuple[Any, ...]:
-    return (uid, i, f"ref-{i}", f"ref-{i}", "o200k_base", 0, 12, 0, 0, 5, 0, 99, 90)
+    return (uid, i, f"ref-{i}", f"ref-{i}", "o200k_base", 0, 12, 0, 0, 5, 0, 99, 90, None)
 
 
 def sealed_rows(n: int = 3, refs: int = 2, sealer: Sealer | None = None) -> list[tuple[str, dict[str, Any]]]:
