@@ -112,8 +112,7 @@ def build_runtime(settings: Settings) -> Runtime:
     metrics = Metrics(
         lambda: {
             "inflight": proxy.inflight,
-            "queue_depth": recorder.depth,
-            "dropped": recorder.dropped,
+            "ledger": recorder.state(),
             "backends": router.backends,
             "policy_failures": governance.failures(),
         },
@@ -279,7 +278,10 @@ def create_app(settings: Settings) -> NometerApp:
             await rt.governance.stop()
             await rt.store.close()
             log.info(
-                "nometer stopped; ledger: %d written, %d dropped", rt.recorder.written, rt.recorder.dropped
+                "nometer stopped; ledger: %d written, %d still in the spool, %d dropped",
+                rt.recorder.written,
+                rt.recorder.state()["spool_batches"],
+                rt.recorder.dropped,
             )
 
     control = Starlette(

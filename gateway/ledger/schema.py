@@ -156,6 +156,28 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         )""",
         ),
     ),
+    # 7: the dead letters (gateway/ledger/writer.py). A request whose rows the store refused (a
+    # data error, after gateway/ledger/sanitize.py) is written row by row apart from its batch and,
+    # if it still fails, kept here as sealed JSON with the error, so the rest of the batch lands.
+    # Its chain position stays empty in the ledger: `nometer verify` names it as dead-lettered.
+    # Idempotent replay (INSERT ... ON CONFLICT DO NOTHING) relies on the unique request uid
+    # (migration 2) and the unique chain position (migration 6), both already there.
+    (
+        7,
+        (
+            """CREATE TABLE ledger_dead_letters (
+            id {pk},
+            ts DOUBLE PRECISION NOT NULL,
+            chain_id TEXT NOT NULL,
+            chain_seq BIGINT NOT NULL,
+            rows_count INTEGER NOT NULL,
+            request_uid TEXT,
+            error TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+            "CREATE UNIQUE INDEX ledger_dead_letters_chain ON ledger_dead_letters (chain_id, chain_seq)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]
