@@ -12,7 +12,9 @@ What the ledger cannot take now goes to the on-disk spool (``gateway.ledger.spoo
 dropped: a request the queue has no room for is handed to the spool's thread (a queue put), kept
 on disk and metered when the queue has room; a sealed batch the store cannot write (down, locked,
 slower than ``write_timeout_s``) is appended to the spool with an fsync, and from then on every
-batch goes behind it, so rows reach the store in seal order. The spool is replayed, oldest batch
+batch goes behind it, so rows reach the store in seal order. A write still running after one
+flush window is spooled too (and the copy skipped on replay if the write lands), so a slow store
+never holds more than a window of records in memory. The spool is replayed, oldest batch
 first, as soon as the store answers again (retried with a backoff up to ``_RETRY_MAX_S``); replay
 is idempotent (``INSERT ... ON CONFLICT DO NOTHING``). Only a full spool (``spool_max_bytes``)
 loses records, counted and logged loudly. A graceful stop writes or spools everything; kill -9
@@ -87,6 +89,7 @@ class Recorder:
         self._last_loud = 0.0
         self._retry_at = 0.0  # monotonic: no store write before this (it failed just now)
         self._failures = 0
+        self._inflight: asyncio.Task[bool] | None = None  # a direct write that outlasted its window
         self.lost = 0  # rows that could not be made, or a full spool refused
         self.written = 0
         self.overflowed = 0  # requests the queue had no room for (kept in the spool)
@@ -254,8 +257,13 @@ class Recorder:
         """Write a sealed batch, or spool it: behind what the spool holds, or when the store fails."""
         if not rows.events and not rows.shadows:
             return
-        if not self.spool.rows_pending and time.monotonic() >= self._retry_at and await self._write(rows):
-            return
+        if self._inflight is None and not self.spool.rows_pending and time.monotonic() >= self._retry_at:
+            write = asyncio.create_task(self._write(rows))
+            done, _ = await asyncio.wait({write}, timeout=self._window)
+            if done and write.result():
+                return
+            if not done:  # a slow (locked, stalled) store: the batch is spooled now, so a kill -9 does
+                self._inflight = write  # not lose it; if the write lands, replay skips the copy
         try:
             await asyncio.to_thread(self.spool.append_rows, rows)
         except (SpoolFull, OSError) as exc:
@@ -282,8 +290,19 @@ class Recorder:
             await asyncio.to_thread(self._notify, rows)
         return True
 
+    async def _settled(self, *, wait: bool = False) -> bool:
+        """Whether no direct write is still in flight (``wait``: until it is not)."""
+        if self._inflight is not None:
+            if not (wait or self._inflight.done()):
+                return False
+            await self._inflight  # its outcome is already counted by _write
+            self._inflight = None
+        return True
+
     async def _replay(self, *, force: bool = False) -> None:
         """Write spooled batches to the store, oldest first, while it takes them."""
+        if not await self._settled(wait=force):
+            return
         while self.spool.rows_pending and (force or time.monotonic() >= self._retry_at):
             got = await asyncio.to_thread(self.spool.peek_rows)
             if got is None:
