@@ -113,3 +113,6 @@ def test_a_row_the_store_refuses_is_dead_lettered_and_its_batch_lands(
         "SELECT request_id_seq, error FROM (SELECT chain_seq AS request_id_seq, error FROM ledger_dead_letters) d",
     )
     assert len(dead) == 1 and dead[0]["request_id_seq"] == 4 and "null" in str(dead[0]["error"]).lower()
+    result = audit(db, tmp_path / "prices")  # the gap at seq 4 is named, and is not a tampering
+    assert result.clean and [(f.kind, f.seq) for f in result.findings] == [("dead_letter", 4)]
+    assert "DEAD-LETTERED" in result.summary()
