@@ -50,6 +50,12 @@ _RETRY_MAX_S = 2.0  # ...up to this, for as long as it is down (every batch mean
 _STOP_ATTEMPTS = 3  # a graceful stop tries the store this often (then the spool keeps the rest)
 
 
+def _first_seal(rows: LedgerBatchLike) -> tuple[object, object] | None:
+    """A sealed batch's first (chain id, sequence number): which batch it is."""
+    first = rows.events[0] if rows.events else rows.shadows[0] if rows.shadows else None
+    return None if first is None else (first[-5], first[-4])
+
+
 class MeterProcess(Protocol):
     """Where batches are metered off this process (``gateway.meter.worker.MeterPool``)."""
 
@@ -90,6 +96,8 @@ class Recorder:
         self._retry_at = 0.0  # monotonic: no store write before this (it failed just now)
         self._failures = 0
         self._inflight: asyncio.Task[bool] | None = None  # a direct write that outlasted its window
+        self._inflight_key: tuple[object, object] | None = None  # its first row's chain position
+        self._landed: tuple[object, object] | None = None  # ...once it landed: skip its spooled copy
         self.lost = 0  # rows that could not be made, or a full spool refused
         self.written = 0
         self.overflowed = 0  # requests the queue had no room for (kept in the spool)
@@ -264,6 +272,7 @@ class Recorder:
                 return
             if not done:  # a slow (locked, stalled) store: the batch is spooled now, so a kill -9 does
                 self._inflight = write  # not lose it; if the write lands, replay skips the copy
+                self._inflight_key = _first_seal(rows)
         try:
             await asyncio.to_thread(self.spool.append_rows, rows)
         except (SpoolFull, OSError) as exc:
@@ -295,7 +304,8 @@ class Recorder:
         if self._inflight is not None:
             if not (wait or self._inflight.done()):
                 return False
-            await self._inflight  # its outcome is already counted by _write
+            if await self._inflight:  # its outcome is counted by _write; the spooled copy is in the
+                self._landed = self._inflight_key  # store already: consumed unwritten, uncounted
             self._inflight = None
         return True
 
@@ -308,6 +318,10 @@ class Recorder:
             if got is None:
                 return
             rows, taken = got
+            if self._landed is not None and _first_seal(rows) == self._landed:
+                self._landed = None
+                await asyncio.to_thread(self.spool.consume, taken)
+                continue
             if not await self._write(rows):
                 return
             await asyncio.to_thread(self.spool.consume, taken)

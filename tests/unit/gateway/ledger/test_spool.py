@@ -160,3 +160,41 @@ async def test_a_full_spool_is_loud_and_counted(tmp_path: Path, caplog: pytest.L
     await rec.stop()
     await store.close()
     assert rec.dropped == 1 and "LEDGER SPOOL FULL" in caplog.text
+
+
+class _SlowStore(SQLiteStore):
+    """Takes ``delay`` seconds over its first write (a stalled disk or a lock held a moment)."""
+
+    delay = 0.3
+
+    async def insert_batch(self, batch: LedgerBatchLike) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+            self.delay = 0
+        await super().insert_batch(batch)
+
+
+async def test_a_write_that_outlasts_its_window_is_spooled_and_counted_once(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    store = _SlowStore(db)
+    await store.open()
+    rec = Recorder(store, _settings(tmp_path), make_finalizer(None))
+    seen: list[int] = []
+    rec.listeners.append(lambda rows: seen.append(len(rows.events)))
+    rec.start()
+    for i in range(3):
+        rec.record(_rec(i))
+    deadline = asyncio.get_running_loop().time() + 20
+    while rec.spool.rows_pending == 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+    assert rec.spool.rows_pending == 1  # on disk while the write still runs: a kill -9 keeps it
+    rec.record(_rec(3))  # goes behind it
+    while (
+        rec.spool.rows_pending or len(_table(db, EVENTS)) < 4
+    ) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    await rec.stop()
+    await store.close()
+    assert [e["request_id"] for e in _table(db, EVENTS)] == [f"req-{i}" for i in range(4)]
+    assert sum(seen) == 4 and rec.written == 4  # the copy of the landed batch was not counted again
+    assert _walk(db)[0] == []
