@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.ledger import schema
+from gateway.ledger import sanitize, schema
 from gateway.ledger.events import CHAIN_COLUMNS, EVENT_COLUMNS, SHADOW_COLUMNS
 from gateway.ledger.store import DEAD_LETTER_COLUMNS, LedgerBatchLike, Row, insert_sql
 
@@ -66,8 +66,13 @@ class PostgresStore:
         )
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Parameters are sanitised as stored values are (a NUL byte in a looked-up receipt id or
+        team matches what such a value was stored as, instead of PostgreSQL refusing the query)."""
         async with self._pool.acquire() as conn:
-            return [dict(r) for r in await conn.fetch(sql, *params)]
+            return [
+                dict(r)
+                for r in await conn.fetch(sql, *[sanitize.text(p) if type(p) is str else p for p in params])
+            ]
 
     async def close(self) -> None:
         if self._pool is not None:

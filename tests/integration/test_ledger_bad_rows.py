@@ -71,6 +71,8 @@ def test_a_nul_in_a_model_name_costs_no_other_request_its_row(tmp_path: Path, le
                     c.post("/chat/completions", json=BODY, headers={"x-request-id": f"ok-{i}"}).status_code
                     == 200
                 )
+            for path in ("/nometer/receipts/%00", "/nometer/usage?team=%00"):  # lookups too: no 500
+                assert c.get(path).status_code in (200, 404)
     db = _db(ledger)
     rows = ledger_ids(db)
     assert rows["bad-nul"] == 1 and all(rows[f"ok-{i}"] == 1 for i in range(20))
