@@ -47,7 +47,8 @@ log = logging.getLogger("nometer.recorder")
 Finalizer = Callable[[list[RequestRecord]], LedgerBatchLike]
 _RETRY_MIN_S = 0.2  # after a failed write the store is tried again after this, doubling...
 _RETRY_MAX_S = 2.0  # ...up to this, for as long as it is down (every batch meanwhile spooled)
-_STOP_ATTEMPTS = 3  # a graceful stop tries the store this often (then the spool keeps the rest)
+_STOP_ATTEMPTS = 3  # a graceful stop tries the store this often (then the spool keeps the rest)...
+_STOP_RETRY_S = 2.0  # ...but retries only within this (each try is bounded by write_timeout_s)
 
 
 def _first_seal(rows: LedgerBatchLike) -> tuple[object, object] | None:
@@ -341,9 +342,10 @@ class Recorder:
         await self.flush()
         await asyncio.to_thread(self.spool.close_intake)  # what its thread held is on disk now
         await self._meter_intake(stopping=True)
-        for attempt in range(_STOP_ATTEMPTS):  # a short blip should not leave work for the next start
+        give_up = time.monotonic() + _STOP_RETRY_S  # a short blip should not leave work for the next start
+        for attempt in range(_STOP_ATTEMPTS):
             await self._replay(force=True)
-            if not self.spool.rows_pending or attempt == _STOP_ATTEMPTS - 1:
+            if not self.spool.rows_pending or attempt == _STOP_ATTEMPTS - 1 or time.monotonic() > give_up:
                 break
             await asyncio.sleep(_RETRY_MIN_S * 2**attempt)
         sp = self.spool
