@@ -58,7 +58,7 @@ _LEDGER_GAUGES = (
     ("nometer_ledger_spool_bytes", "spool_bytes", "Bytes pending in the ledger spool"),
     ("nometer_ledger_spool_max_bytes", "spool_max_bytes", "ledger.spool_max_bytes"),
     ("nometer_ledger_spool_replaying", "replaying", "1 while spooled batches wait to be replayed"),
-    ("nometer_ledger_store_up", "store_ok", "0 after a failed ledger write, until one succeeds"),
+    ("nometer_ledger_store_up", "store_ok", "0 after a failed (or stalled) ledger write, until one succeeds"),
 )
 _LEDGER_COUNTERS = (
     ("nometer_ledger_overflowed_events", "overflowed", "Usage events spooled because the queue was full"),

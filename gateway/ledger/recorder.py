@@ -120,6 +120,9 @@ class Recorder:
         """The ledger's write path, for ``/metrics`` and ``/readyz``."""
         sp = self.spool
         pending = sp.rows_pending
+        stalled = None
+        if self._inflight is not None and not self._inflight.done():
+            stalled = "a ledger write has been running for more than one flush window"
         return {
             "queue_depth": len(self._queue),
             "spool_batches": pending,
@@ -128,8 +131,8 @@ class Recorder:
             "spool_max_bytes": sp.max_bytes,
             "spool_dir": str(sp.directory),
             "replaying": pending > 0,
-            "store_ok": self.writer.last_error is None,
-            "store_error": self.writer.last_error,
+            "store_ok": self.writer.last_error is None and stalled is None,
+            "store_error": self.writer.last_error or stalled,
             "overflowed": self.overflowed,
             "replayed": self.replayed,
             "dead_lettered": self.writer.dead_lettered,
