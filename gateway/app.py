@@ -254,6 +254,7 @@ def create_app(settings: Settings) -> NometerApp:
             log.error("no statement signing key (statements cannot be signed): %s", exc)
         await rt.governance.start(rt.store)
         _on_sighup(rt.governance)
+        await rt.recorder.warm()  # tokenizers loaded before the first request, not after it
         rt.recorder.start()
         for m in rt.managed:
             m.start()

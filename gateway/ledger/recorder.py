@@ -60,6 +60,8 @@ def _first_seal(rows: LedgerBatchLike) -> tuple[object, object] | None:
 class MeterProcess(Protocol):
     """Where batches are metered off this process (``gateway.meter.worker.MeterPool``)."""
 
+    ready: bool  # started and answering: until then batches are metered in a thread here
+
     async def run(self, batch: list[RequestRecord]) -> LedgerBatchLike: ...
 
     async def start(self) -> None: ...
@@ -93,6 +95,7 @@ class Recorder:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None  # the meter process being spawned
         self._last_loud = 0.0
         self._retry_at = 0.0  # monotonic: no store write before this (it failed just now)
         self._failures = 0
@@ -165,6 +168,26 @@ class Recorder:
         if not self._wake.is_set():
             self._wake.set()
 
+    async def warm(self) -> None:
+        """Meter one made-up request here and drop its rows, so the tokenizers and the price table
+        load before the first request (a second or two on a small box), not while real records
+        wait for them in memory, where a kill -9 would lose them."""
+        rec = RequestRecord(
+            "warm-up",
+            "/v1/chat/completions",
+            "warm-up",
+            time.time(),
+            0.0,
+            status=200,
+            request={"model": "warm-up", "messages": [{"role": "user", "content": "warm up"}]},
+            response=b'{"choices":[{"message":{"role":"assistant","content":"ok"}}],'
+            b'"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}',
+        )
+        try:
+            await asyncio.to_thread(self._finalize, [rec])
+        except Exception:
+            log.exception("warming the meter up failed (the first batch will load it)")
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
 
@@ -183,8 +206,8 @@ class Recorder:
         except OSError as exc:
             found = 0
             log.error("the spool directory %s cannot be read: %s", self.spool.directory, exc)
-        if self._pool is not None:
-            await self._pool.start()
+        if self._pool is not None:  # spawning takes seconds: batches meanwhile are metered here
+            self._starting = asyncio.create_task(self._pool.start(), name="nometer-meter-start")
         if found:
             self._wake.set()
         while not self._stopping.is_set():
@@ -240,7 +263,7 @@ class Recorder:
             await self._deliver(rows)
 
     async def _make_rows(self, batch: list[RequestRecord]) -> LedgerBatchLike:
-        if self._pool is not None:
+        if self._pool is not None and self._pool.ready:
             try:
                 return await self._pool.run(batch)
             except Exception:
@@ -361,5 +384,7 @@ class Recorder:
                 sp.directory,
             )
         await asyncio.to_thread(sp.close)
+        if self._starting is not None:
+            await self._starting
         if self._pool is not None:
             await self._pool.close()

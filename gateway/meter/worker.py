@@ -13,7 +13,8 @@ The worker never outlives the gateway: after a kill -9 of the gateway nothing wo
 (nor the ``multiprocessing`` resource tracker, which lives as long as the worker holds its pipe).
 So on Linux it asks the kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and
 everywhere a daemon thread checks once a second that its parent is still the one that started it.
-The worker is started with the recorder, so the first batch does not wait for a process to spawn.
+The worker is started with the recorder; until it answers (a spawn takes seconds) the recorder
+meters in a thread, so no record waits in memory for it (a kill -9 meanwhile would lose them).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class MeterPool:
         self.config = config
         self._pool: ProcessPoolExecutor | None = None
         self.restarts = 0
+        self.ready = False  # start() saw the worker answer (the recorder meters in a thread until then)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -138,7 +140,9 @@ class MeterPool:
             pool, self._pool = self._pool, None
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
+            self.ready = True  # the first batch spawns it again (and falls back to a thread if it fails)
             return
+        self.ready = True
         log.debug("meter process %d started", pid)
 
     async def run(self, batch: list[RequestRecord]) -> LedgerBatch:
