@@ -126,8 +126,7 @@ def build_runtime(settings: Settings) -> Runtime:
     metrics = Metrics(
         lambda: {
             "inflight": proxy.inflight,
-            "queue_depth": recorder.depth,
-            "dropped": recorder.dropped,
+            "ledger": recorder.state(),
             "backends": router.backends,
             "policy_failures": governance.failures(),
         },
@@ -274,6 +273,7 @@ def create_app(settings: Settings) -> NometerApp:
             log.error("no statement signing key (statements cannot be signed): %s", exc)
         await rt.governance.start(rt.store)
         _on_sighup(rt.governance)
+        await rt.recorder.warm()  # tokenizers loaded before the first request, not after it
         rt.recorder.start()
         for m in rt.managed:
             m.start()
@@ -298,7 +298,10 @@ def create_app(settings: Settings) -> NometerApp:
             await rt.governance.stop()
             await rt.store.close()
             log.info(
-                "nometer stopped; ledger: %d written, %d dropped", rt.recorder.written, rt.recorder.dropped
+                "nometer stopped; ledger: %d written, %d still in the spool, %d dropped",
+                rt.recorder.written,
+                rt.recorder.state()["spool_batches"],
+                rt.recorder.dropped,
             )
 
     control = Starlette(

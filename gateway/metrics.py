@@ -49,6 +49,24 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 
 
+# the recorder's state (``Recorder.state()``): (metric, key, help)
+_LEDGER_GAUGES = (
+    ("nometer_ledger_queue_depth", "queue_depth", "Usage events waiting in memory to be metered"),
+    ("nometer_ledger_dropped_events", "dropped", "Usage events lost for good (the spool full or failing)"),
+    ("nometer_ledger_spool_batches", "spool_batches", "Sealed batches in the spool, waiting for the store"),
+    ("nometer_ledger_spool_requests", "spool_requests", "Requests the queue had no room for, kept on disk"),
+    ("nometer_ledger_spool_bytes", "spool_bytes", "Bytes pending in the ledger spool"),
+    ("nometer_ledger_spool_max_bytes", "spool_max_bytes", "ledger.spool_max_bytes"),
+    ("nometer_ledger_spool_replaying", "replaying", "1 while spooled batches wait to be replayed"),
+    ("nometer_ledger_store_up", "store_ok", "0 after a failed (or stalled) ledger write, until one succeeds"),
+)
+_LEDGER_COUNTERS = (
+    ("nometer_ledger_overflowed_events", "overflowed", "Usage events spooled because the queue was full"),
+    ("nometer_ledger_replayed_events", "replayed", "Usage events written from the spool"),
+    ("nometer_ledger_dead_letters", "dead_lettered", "Requests the store refused (ledger_dead_letters)"),
+)
+
+
 class _Live(Collector):
     def __init__(self, read: Callable[[], dict[str, Any]]):
         self._read = read
@@ -58,14 +76,11 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             "nometer_inflight_requests", "Requests being proxied now", value=s["inflight"]
         )
-        yield GaugeMetricFamily(
-            "nometer_ledger_queue_depth", "Usage events waiting to be written", value=s["queue_depth"]
-        )
-        yield GaugeMetricFamily(
-            "nometer_ledger_dropped_events",
-            "Usage events dropped (queue full or store down)",
-            value=s["dropped"],
-        )
+        led = s["ledger"]
+        for name, key, doc in _LEDGER_GAUGES:
+            yield GaugeMetricFamily(name, doc, value=float(led[key]))
+        for name, key, doc in _LEDGER_COUNTERS:
+            yield CounterMetricFamily(name, doc, value=led[key])
         healthy = GaugeMetricFamily(
             "nometer_backend_healthy", "1 if the backend passes health checks", labels=["backend"]
         )

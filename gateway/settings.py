@@ -121,9 +121,14 @@ class LedgerSettings(_Frozen):
     # SQLite file (the embedded default); its directory also holds prices/ and the managed logs/
     path: str = Field(default_factory=default_ledger_path)
     url: str | None = None  # postgresql://... when several replicas share one ledger
-    queue_max: int = 10_000
+    queue_max: int = 10_000  # requests waiting to be metered in memory; past it they go to the spool
     flush_interval_ms: int = 100
     batch_max: int = 500
+    # what the store cannot take now (down, locked, slow) or the queue has no room for is kept on
+    # disk here and replayed in order (gateway/ledger/spool.py); default: <ledger dir>/spool
+    spool_dir: str | None = None
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 16)  # this process's spool files together
+    write_timeout_s: float = Field(default=10.0, gt=0)  # a write slower than this is spooled instead
     # meter in a separate process (default): the tokenizing and pricing never compete with the
     # event loop for the GIL; false: a thread of the gateway process (less memory, more latency)
     meter_process: bool = True

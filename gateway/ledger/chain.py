@@ -197,14 +197,17 @@ DELETED: Final = "deleted"
 INSERTED: Final = "inserted"
 REORDERED: Final = "reordered"
 UNCHAINED: Final = "unchained"  # written before the chain existed: not proven, not a tampering
+DEAD_LETTER: Final = "dead_letter"  # refused by the store at write time, kept in ledger_dead_letters
 PRICE_TABLE: Final = "price_table"
 STATEMENT: Final = "statement"
-KINDS: Final = (CHANGED, DELETED, INSERTED, REORDERED, PRICE_TABLE, STATEMENT, UNCHAINED)
+KINDS: Final = (CHANGED, DELETED, INSERTED, REORDERED, PRICE_TABLE, STATEMENT, UNCHAINED, DEAD_LETTER)
+NOT_TAMPERING: Final = frozenset({UNCHAINED, DEAD_LETTER})
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing ``verify`` found. Every kind but ``unchained`` means the ledger was altered."""
+    """One thing ``verify`` found. Every kind but ``unchained`` and ``dead_letter`` means the ledger
+    was altered."""
 
     kind: str
     detail: str
@@ -215,10 +218,11 @@ class Finding:
     request_id: str | None = None
     event_uid: str | None = None  # a cost row's request, by uid
     column: str | None = None
+    through: int | None = None  # a gap's last missing sequence number (``seq`` is its first)
 
     @property
     def tampering(self) -> bool:
-        return self.kind != UNCHAINED
+        return self.kind not in NOT_TAMPERING
 
     def line(self) -> str:
         where = [
@@ -305,7 +309,9 @@ class ChainWalk:
         elif seq > self._last_seq + 1:
             lo, hi = self._last_seq + 1, seq - 1
             gap = f"seq {lo}" if lo == hi else f"seq {lo}..{hi} ({hi - lo + 1} rows)"
-            out.append(Finding(DELETED, f"{gap} missing before this row", chain_id=self.chain_id, seq=lo))
+            out.append(
+                Finding(DELETED, f"{gap} missing before this row", chain_id=self.chain_id, seq=lo, through=hi)
+            )
             linked = False
         sealed_ok = row_digest(table, row) == row["chain_digest"]
         if not sealed_ok:
@@ -360,7 +366,7 @@ class ChainWalk:
         if next_seq > self._last_seq + 1:
             lo, hi = self._last_seq + 1, next_seq - 1
             gap = f"seq {lo}" if lo == hi else f"seq {lo}..{hi} ({hi - lo + 1} rows)"
-            return [Finding(DELETED, f"{gap} missing", chain_id=self.chain_id, seq=lo)]
+            return [Finding(DELETED, f"{gap} missing", chain_id=self.chain_id, seq=lo, through=hi)]
         if next_seq == self._last_seq + 1 and next_prev != self._last_digest:
             return [
                 Finding(

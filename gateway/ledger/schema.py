@@ -156,8 +156,28 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         )""",
         ),
     ),
-    # 7 is reserved for the on-disk spool (another change); the runners apply every migration a
-    # ledger lacks, in number order, so a ledger that got 8 first still gets 7 when it lands.
+    # 7: the dead letters (gateway/ledger/writer.py). A request whose rows the store refused (a
+    # data error, after gateway/ledger/sanitize.py) is written row by row apart from its batch and,
+    # if it still fails, kept here as sealed JSON with the error, so the rest of the batch lands.
+    # Its chain position stays empty in the ledger: `nometer verify` names it as dead-lettered.
+    # Idempotent replay (INSERT ... ON CONFLICT DO NOTHING) relies on the unique request uid
+    # (migration 2) and the unique chain position (migration 6), both already there.
+    (
+        7,
+        (
+            """CREATE TABLE ledger_dead_letters (
+            id {pk},
+            ts DOUBLE PRECISION NOT NULL,
+            chain_id TEXT NOT NULL,
+            chain_seq BIGINT NOT NULL,
+            rows_count INTEGER NOT NULL,
+            request_uid TEXT,
+            error TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+            "CREATE UNIQUE INDEX ledger_dead_letters_chain ON ledger_dead_letters (chain_id, chain_seq)",
+        ),
+    ),
     # 8: the cloud service tier each request was compared with (X-Nometer-Cloud-Tier), and, per
     # reasoning reference, whether its hidden reasoning was modelled. Both nullable, no default,
     # appended last (the hash chain digests columns in order; old rows keep their digests).

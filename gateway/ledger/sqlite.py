@@ -12,10 +12,22 @@ import aiosqlite
 
 from gateway.ledger import schema
 from gateway.ledger.events import CHAIN_COLUMNS, EVENT_COLUMNS, SHADOW_COLUMNS
-from gateway.ledger.store import LedgerBatchLike, insert_sql
+from gateway.ledger.store import DEAD_LETTER_COLUMNS, LedgerBatchLike, Row, insert_sql
 
 _INSERT_EVENT = insert_sql("usage_events", EVENT_COLUMNS + CHAIN_COLUMNS, lambda i: "?")
 _INSERT_SHADOW = insert_sql("shadow_costs", SHADOW_COLUMNS + CHAIN_COLUMNS, lambda i: "?")
+_INSERT_DEAD = insert_sql("ledger_dead_letters", DEAD_LETTER_COLUMNS, lambda i: "?")
+# what a refused value raises (NOT NULL, a type or size SQLite cannot bind); OperationalError
+# (locked, read-only, disk I/O) is an outage, not a data error
+_DATA_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    OverflowError,
+    UnicodeError,
+    TypeError,
+    ValueError,
+)
 
 
 def migrate_sqlite(conn: sqlite3.Connection) -> int:
@@ -73,6 +85,19 @@ class SQLiteStore:
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
+
+    async def insert_dead_letters(self, rows: Sequence[Row]) -> None:
+        assert self._db is not None
+        await self._db.execute("BEGIN")
+        try:
+            await self._db.executemany(_INSERT_DEAD, rows)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+
+    def data_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, _DATA_ERRORS)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         assert self._db is not None

@@ -31,9 +31,12 @@ import orjson
 
 from gateway.ledger.chain import (
     CHANGED,
+    DEAD_LETTER,
+    DELETED,
     EVENTS,
     GENESIS,
     INSERTED,
+    NOT_TAMPERING,
     PRICE_TABLE,
     SHADOWS,
     UNCHAINED,
@@ -67,7 +70,7 @@ class Audit:
 
     @property
     def tampered(self) -> int:
-        return sum(n for kind, n in self.counts.items() if kind != UNCHAINED)
+        return sum(n for kind, n in self.counts.items() if kind not in NOT_TAMPERING)
 
     @property
     def clean(self) -> bool:
@@ -82,6 +85,11 @@ class Audit:
         ]
         if self.unchained:
             parts.append(f"{self.unchained} rows UNCHAINED (written before the chain existed: not proven)")
+        if self.counts[DEAD_LETTER]:
+            parts.append(
+                f"{self.counts[DEAD_LETTER]} request(s) DEAD-LETTERED (refused by the store when written: "
+                "in ledger_dead_letters, not in the totals)"
+            )
         verdict = "CLEAN" if self.clean else f"{self.tampered} FINDING(S): the ledger was altered"
         return f"{verdict}: {'; '.join(parts)}\nheads: {chains or '-'}"
 
@@ -105,6 +113,7 @@ class Auditor:
         self._bad_tables: set[str] = set()
         self._prices = PriceStore(price_dir)
         self.result = Audit(since, until)
+        self._dead: dict[tuple[str, int], int] | None = None
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -119,7 +128,36 @@ class Auditor:
                 clauses.append(cond + self._p(first + len(params) - 1))
         return " AND ".join(clauses), params
 
+    def _dead_letters(self) -> dict[tuple[str, int], int]:
+        """(chain, first seq) -> rows of each request the store refused (schema 7; none before)."""
+        if self._dead is None:
+            try:
+                rows = self._r.fetch("SELECT chain_id, chain_seq, rows_count FROM ledger_dead_letters")
+            except Exception:  # a ledger older than migration 7
+                rows = []
+            self._dead = {(r["chain_id"], int(r["chain_seq"])): int(r["rows_count"]) for r in rows}
+        return self._dead
+
+    def _dead_lettered(self, f: Finding) -> Finding:
+        """A gap that is exactly requests kept in ledger_dead_letters is named so, not deleted."""
+        if f.kind != DELETED or f.chain_id is None or f.seq is None or f.through is None:
+            return f
+        dead, seq = self._dead_letters(), f.seq
+        while seq <= f.through and (f.chain_id, seq) in dead:
+            seq += dead[(f.chain_id, seq)]
+        if seq != f.through + 1:
+            return f
+        return Finding(
+            DEAD_LETTER,
+            f"{f.detail.split(' missing')[0]}: refused by the store when written (a data error), kept in "
+            "ledger_dead_letters",
+            chain_id=f.chain_id,
+            seq=f.seq,
+            through=f.through,
+        )
+
     def _emit(self, finding: Finding) -> None:
+        finding = self._dead_lettered(finding)
         self.result.counts[finding.kind] += 1
         if self.result.counts[finding.kind] <= LISTED:
             self.result.findings.append(finding)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.ledger import sanitize
 from gateway.ledger.events import RequestRecord
 from gateway.ledger.store import Row
 from gateway.meter import anthropic
@@ -184,6 +185,7 @@ def make_finalizer(
             out.events.append(to_row(rec, usage, uid, shadow))
             if shadow is not None:
                 out.shadows.extend(shadow_rows(uid, shadow))
+        sanitize.clean(out)  # storable by both stores before it is sealed (issue 11, item 2)
         return out
 
     return finalize

@@ -8,17 +8,29 @@ when it moved out; docs/benchmarks.md). So by default a single worker process do
 go there by pickle and ledger rows come back; the gateway process only writes them. One worker,
 so the prefix tracker sees every request in order. If the worker dies, the recorder meters that
 batch in a thread and starts a new worker for the next one: no record is lost.
+
+The worker never outlives the gateway: after a kill -9 of the gateway nothing would ever stop it
+(nor the ``multiprocessing`` resource tracker, which lives as long as the worker holds its pipe).
+So on Linux it asks the kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and
+everywhere a daemon thread checks once a second that its parent is still the one that started it.
+The worker is started with the recorder; until it answers (a spawn takes seconds) the recorder
+meters in a thread, so no record waits in memory for it (a kill -9 meanwhile would lose them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gateway import logs
@@ -45,11 +57,37 @@ class MeterConfig:
     log_level: str = "info"
     access_log: bool = False
     log_format: logs.LogFormat = "auto"
+    parent_pid: int = 0  # the gateway's pid (0: os.getppid() when the worker starts)
+
+
+_PR_SET_PDEATHSIG = 1
+PARENT_POLL_S = 1.0
+
+
+def die_with_parent(parent: int) -> None:
+    """Exit when ``parent`` dies: at once on Linux (the kernel sends SIGKILL), within
+    ``PARENT_POLL_S`` elsewhere (or if the first did not take)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)  # orphaned: no one will read our results
+
+    threading.Thread(target=watch, name="nometer-parent-watch", daemon=True).start()
 
 
 def init(config: MeterConfig) -> None:
     """Runs once in the worker: build the meter on the gateway's pinned table."""
     global _finalize, _access_log
+    die_with_parent(config.parent_pid or os.getppid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateway, which stops us
     logs.setup(config.log_level, config.log_format)
     table = PriceStore(config.price_dir).get(config.table_id)
@@ -68,13 +106,18 @@ def finalize(batch: list[RequestRecord]) -> LedgerBatch:
     return rows
 
 
+def ready() -> int:
+    return os.getpid()
+
+
 class MeterPool:
-    """One metering process, started on first use (spawned: no fork of a threaded server)."""
+    """One metering process (spawned: no fork of a threaded server), started with the recorder."""
 
     def __init__(self, config: MeterConfig):
         self.config = config
         self._pool: ProcessPoolExecutor | None = None
         self.restarts = 0
+        self.ready = False  # start() saw the worker answer (the recorder meters in a thread until then)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -82,9 +125,25 @@ class MeterPool:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=init,
-                initargs=(self.config,),
+                initargs=(
+                    self.config if self.config.parent_pid else replace(self.config, parent_pid=os.getpid()),
+                ),
             )
         return self._pool
+
+    async def start(self) -> None:
+        """Spawn the worker now (not on the first batch) and wait until it is up."""
+        try:
+            pid = await asyncio.get_running_loop().run_in_executor(self._executor(), ready)
+        except Exception:
+            log.exception("the meter process did not start; it is retried with the first batch")
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            self.ready = True  # the first batch spawns it again (and falls back to a thread if it fails)
+            return
+        self.ready = True
+        log.debug("meter process %d started", pid)
 
     async def run(self, batch: list[RequestRecord]) -> LedgerBatch:
         try:

@@ -35,7 +35,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready: some backend is healthy and, in keys mode, the API keys are being re-read (a
-    replica that cannot re-read them may be honouring a revoked key, or refusing every key)."""
+    replica that cannot re-read them may be honouring a revoked key, or refusing every key).
+    ``ledger`` tells where usage records stand: queue depth, the spool (batches waiting for the
+    store, overflowed requests, bytes) and whether a replay is pending."""
     rt: Runtime = request.app.state.runtime
     backends = _backend_view(rt)
     keys = rt.governance.keys_health()
@@ -44,10 +46,11 @@ async def readyz(request: Request) -> Response:
         reason = "no backend configured" if not backends else "no healthy backend"
     elif not keys["fresh"] and rt.governance.auth.mode == "keys":
         reason = "API keys cannot be re-read from the ledger database"
+    ledger = rt.recorder.state()  # detail only: a store outage is spooled, requests still served
     if reason is None:
-        return json_response({"status": "ready", "backends": backends, "keys": keys})
+        return json_response({"status": "ready", "backends": backends, "keys": keys, "ledger": ledger})
     return json_response(
-        {"status": "unavailable", "reason": reason, "backends": backends, "keys": keys},
+        {"status": "unavailable", "reason": reason, "backends": backends, "keys": keys, "ledger": ledger},
         status=503,
         headers={"retry-after": "5"},
     )

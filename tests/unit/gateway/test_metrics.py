@@ -16,7 +16,20 @@ TEAMS = frozenset({"research", "ops"})
 
 
 def live() -> dict[str, object]:
-    return {"inflight": 0, "queue_depth": 0, "dropped": 0, "backends": [], "policy_failures": {}}
+    ledger = {
+        "queue_depth": 0,
+        "dropped": 0,
+        "spool_batches": 0,
+        "spool_requests": 0,
+        "spool_bytes": 0,
+        "spool_max_bytes": 1,
+        "replaying": False,
+        "store_ok": True,
+        "overflowed": 0,
+        "replayed": 0,
+        "dead_lettered": 0,
+    }
+    return {"inflight": 0, "ledger": ledger, "backends": [], "policy_failures": {}}
 
 
 def junk(rng: random.Random) -> str:

@@ -4,8 +4,6 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from gateway.ledger.events import EVENT_COLUMNS, RequestRecord
 from gateway.ledger.recorder import Recorder
 from gateway.ledger.schema import LATEST
@@ -56,16 +54,17 @@ async def test_batches_within_the_window_and_drains_on_stop(tmp_path: Path) -> N
     await store.close()
 
 
-async def test_full_queue_drops_without_blocking(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store = SQLiteStore(tmp_path / "l.db")
+async def test_a_full_queue_spools_without_blocking_and_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    store = SQLiteStore(db)
     await store.open()
-    rec = Recorder(store, LedgerSettings(queue_max=2), make_finalizer(None))
+    rec = Recorder(store, LedgerSettings(path=str(db), queue_max=2), make_finalizer(None))
     for i in range(5):
-        rec.record(_rec(i))  # no writer running: the queue fills
-    assert rec.depth == 2 and rec.dropped == 3
-    assert "DROPPED" in caplog.text
+        rec.record(_rec(i))  # no writer running: the queue fills, the rest goes to the spool
+    assert rec.depth == 2 and rec.overflowed == 3 and rec.dropped == 0
     await rec.stop()
-    assert len(_rows(tmp_path / "l.db")) == 2
+    assert sorted(str(r[0]) for r in _rows(db)) == [f"req-{i}" for i in range(5)]
+    assert rec.dropped == 0 and not list((tmp_path / "spool").glob("*"))  # consumed, removed
     await store.close()
 
 
@@ -95,7 +94,7 @@ class _FailingStore(SQLiteStore):
 async def test_write_failure_is_retried(tmp_path: Path) -> None:
     store = _FailingStore(tmp_path / "l.db")
     await store.open()
-    rec = Recorder(store, LedgerSettings(), make_finalizer(None))
+    rec = Recorder(store, LedgerSettings(path=str(tmp_path / "l.db")), make_finalizer(None))
     rec.record(_rec(1))
     await rec.stop()
     assert len(_rows(tmp_path / "l.db")) == 1
