@@ -89,13 +89,13 @@ def prefix_choice(
     start: int,
 ) -> Backend:
     """The prefix policy (module docstring). ``keys`` shallowest first, a session key last.
-    Remembers the choice under every key."""
+    Remembers the choice under the request's keys (on a spill, only under the new ones)."""
     n = len(cands)
     if n == 1 or not keys:
-        chosen = cands[0] if n == 1 else least_queue(cands, start)
+        only = cands[0] if n == 1 else least_queue(cands, start)
         if keys:
-            table.remember(list(keys), chosen)
-        return chosen
+            table.remember(list(keys), only)
+        return only
     total = 0
     shortest = cands[0].queue
     for b in cands:
@@ -105,18 +105,25 @@ def prefix_choice(
             shortest = q
     cap = -(-tuning.load_factor * (total + 1) // n)  # ceil: one request always fits somewhere
     max_queue = shortest + tuning.queue_gap
-    chosen_or_none: Backend | None = None
-    for k in reversed(keys):  # deepest (most specific) first
-        held = table.get(k)
+    chosen: Backend | None = None
+    known = -1  # index of the deepest key the table knows
+    for i in range(len(keys) - 1, -1, -1):  # deepest (most specific) first
+        held = table.get(keys[i])
         if held is not None:
+            known = i
             if held.outstanding + 1 <= cap and held.queue <= max_queue and held in cands:
-                chosen_or_none = held
+                chosen = held
             break  # the deepest known key decides; shallower ones are older news
-    if chosen_or_none is None:
-        for b in ring.walk(keys[0]):
-            if b.outstanding + 1 <= cap and b.queue <= max_queue and b in cands:
-                chosen_or_none = b
-                break
-    chosen = chosen_or_none if chosen_or_none is not None else least_queue(cands, start)
-    table.remember(list(keys), chosen)
+    if chosen is not None:
+        table.remember(list(keys), chosen)
+        return chosen
+    for b in ring.walk(keys[0]):
+        if b.outstanding + 1 <= cap and b.queue <= max_queue and b in cands:
+            chosen = b
+            break
+    if chosen is None:
+        chosen = least_queue(cands, start)
+    # A spill: the keys already known keep their backend (the tenant's home takes its requests
+    # back when it has room); only the deeper, new ones (this conversation) follow the spill.
+    table.remember(list(keys[known + 1 :]), chosen)
     return chosen

@@ -71,8 +71,13 @@ def test_a_long_vllm_queue_breaks_affinity_for_the_shortest_queue() -> None:
     fleet[-1 if fleet[-1] is not home else 0].waiting = 0.0
     away = r.pick("m", keys=[7])
     assert away is not home
-    home.waiting = 3.0  # the queue drained: the prefix now lives where it was last served
-    assert r.pick("m", keys=[7]) is away
+    home.waiting = 3.0  # the queue drained: the prefix goes home again
+    assert r.pick("m", keys=[7]) is home
+    assert r.pick("m", keys=[7, 8]) is home
+    home.waiting = 20.0
+    assert r.pick("m", keys=[7, 9]) is not home  # a new conversation spills...
+    home.waiting = 3.0
+    assert r.pick("m", keys=[7, 9]) is not home  # ...and stays where its own prefix was computed
 
 
 def test_session_key_wins_over_the_prompt() -> None:
