@@ -112,10 +112,11 @@ class PrefixSettings(_Frozen):
 
     # bounded load: a backend takes a prefix's request while its in-flight requests (with this
     # one) stay within load_factor x the mean over the model's backends
-    load_factor: float = Field(default=1.25, ge=1.0)
-    # a backend whose vLLM queue (vllm:num_requests_waiting) is longer than the shortest by more
-    # than this is passed over (least queue instead)
-    queue_gap: float = Field(default=8.0, ge=0)
+    load_factor: float = Field(default=2.0, ge=1.0)
+    # a backend whose vLLM queue (vllm:num_requests_waiting) is longer than queue_ratio x the
+    # shortest queue + queue_gap is passed over
+    queue_ratio: float = Field(default=8.0, ge=1.0)
+    queue_gap: float = Field(default=128.0, ge=0)
     depth: int = Field(default=4, ge=0, le=64)  # messages after the system part the key covers
     max_entries: int = Field(default=100_000, ge=1)  # prefix keys remembered (LRU)
 

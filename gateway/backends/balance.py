@@ -1,17 +1,21 @@
 """The choice among a model's usable backends, one function per policy; pure, no I/O.
 
 ``prefix`` (see docs/config.md, "Routing"): send a request where its prompt's start was served
-last, unless that backend is over its bounded load; otherwise walk a consistent-hash ring from the
-prompt's first key to the first backend under it, so a hot prefix spills to the same few
-backends (whose caches then hold it too) rather than everywhere; when even that fails, or the
-backends' vLLM queues are far apart, least queue.
+last, unless that backend is over its bounded load or its vLLM queue is far longer than the
+shortest. A prefix no backend is known to hold goes to the least loaded backend (there is no cache
+to win). A known prefix whose backend is full spills along a consistent-hash ring from the
+prompt's first key to the first backend under the bound, so a hot prefix spreads to the same few
+backends (whose caches then hold it too) rather than everywhere; when none is under it, least
+queue.
 
 Bounded load (consistent hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam 2018): a
 backend takes a request while its in-flight requests, plus this one, stay within
-``load_factor`` times the mean over the candidates (rounded up), so no backend ever carries more than that
-share, however hot one prefix is. Queue gap: a backend whose ``vllm:num_requests_waiting`` exceeds
-the shortest queue by more than ``queue_gap`` is skipped too: vLLM's own queue shows load that
-other clients, or long prompts, put there.
+``load_factor`` times the mean over the candidates (rounded up), so no backend ever carries more
+than that share, however hot one prefix is. Queue imbalance: a backend whose
+``vllm:num_requests_waiting`` is longer than ``queue_ratio`` times the shortest queue plus
+``queue_gap`` is skipped too: vLLM's own queue shows load that other clients, or long prompts, put
+there. (An absolute gap alone misfires at saturation, when every queue is long: measured in
+bench/route_compare.py.)
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from gateway.backends.prefix import PrefixTable
 
 @dataclass(frozen=True, slots=True)
 class PrefixTuning:
-    load_factor: float = 1.25
-    queue_gap: float = 8.0
+    load_factor: float = 2.0
+    queue_ratio: float = 8.0
+    queue_gap: float = 128.0
     depth: int = 4  # messages after the system part that the key chain covers
 
 
@@ -104,7 +109,7 @@ def prefix_choice(
         if q < shortest:
             shortest = q
     cap = -(-tuning.load_factor * (total + 1) // n)  # ceil: one request always fits somewhere
-    max_queue = shortest + tuning.queue_gap
+    max_queue = shortest * tuning.queue_ratio + tuning.queue_gap
     chosen: Backend | None = None
     known = -1  # index of the deepest key the table knows
     for i in range(len(keys) - 1, -1, -1):  # deepest (most specific) first
@@ -115,6 +120,13 @@ def prefix_choice(
                 chosen = held
             break  # the deepest known key decides; shallower ones are older news
     if chosen is not None:
+        # shallower keys that point elsewhere keep their backend: the tenant's home stays put
+        # while one of its conversations lives on another backend
+        table.fill(keys[:known], chosen)
+        table.remember(list(keys[known:]), chosen)
+        return chosen
+    if known < 0:  # a prefix no backend holds: no cache to win, so the least loaded takes it
+        chosen = least_loaded(cands, start)
         table.remember(list(keys), chosen)
         return chosen
     for b in ring.walk(keys[0]):

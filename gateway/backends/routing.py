@@ -41,7 +41,7 @@ class Router:
         self.default_policy: RoutingPolicy = routing.policy
         self.policies: dict[str, RoutingPolicy] = dict(routing.policies)
         p = routing.prefix
-        self.tuning = PrefixTuning(p.load_factor, p.queue_gap, p.depth)
+        self.tuning = PrefixTuning(p.load_factor, p.queue_ratio, p.queue_gap, p.depth)
         self.table = PrefixTable(p.max_entries)
         self._by_model: dict[str, list[Backend]] = {}
         self._rings: dict[str, Ring] = {}

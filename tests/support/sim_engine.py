@@ -5,8 +5,10 @@ so routing policies can be compared on a fleet in seconds. It keeps what decides
 time to first token on a real server:
 
 * a **prefix cache**: an LRU of block hashes (``block_size`` tokens each, chained like vLLM's,
-  so a block is a hit only when every block before it is too), ``capacity_blocks`` in all,
-  including the blocks of running requests, which are never evicted;
+  so a block is a hit only when every block before it is too) in ``capacity_blocks`` of KV
+  memory. As in vLLM, running requests share the cached blocks of their prompt (pinned: never
+  evicted while in use); each also holds private blocks for the prompt blocks it still has to
+  compute and for its output; what the running requests leave is the cache;
 * a **scheduler**: at most ``max_num_seqs`` running requests, admitted first come first served
   while their KV blocks fit; the others wait (``vllm:num_requests_waiting``);
 * **steps**: each step prefills up to ``max_batched_tokens`` uncached prompt tokens (chunked)
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class SimRequest:
     cached_tokens: int = 0
     to_prefill: int = 0
     generated: int = 0
-    held: int = 0  # KV blocks this request holds while running
+    private: int = 0  # KV blocks of its own (not yet cached prompt blocks, output)
+    pinned: Sequence[int] = ()  # cached blocks it uses
     arrived: float = 0.0
     first_token_at: float | None = None
     finished_at: float | None = None
@@ -78,16 +81,17 @@ class Engine:
         self.p = params or EngineParams()
         self.now = 0.0
         self.cache: OrderedDict[int, None] = OrderedDict()
+        self.pins: dict[int, int] = {}  # cached block -> running requests using it
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
         self.stats = EngineStats()
-        self._held = 0  # blocks held by running requests
+        self._private = 0  # blocks held by running requests outside the cache
         self._step: tuple[float, list[tuple[SimRequest, int]]] | None = None  # planned step
 
     # -- what /metrics exports ----------------------------------------------------------------
     @property
     def kv_usage(self) -> float:
-        return min(1.0, self._held / self.p.capacity_blocks)
+        return min(1.0, (len(self.pins) + self._private) / self.p.capacity_blocks)
 
     @property
     def busy(self) -> bool:
@@ -125,24 +129,27 @@ class Engine:
 
     def _admit(self) -> None:
         p = self.p
+        bs = p.block_size
         while self.waiting and len(self.running) < p.max_num_seqs:
             req = self.waiting[0]
-            need = -(-(req.prompt_tokens + req.max_tokens) // p.block_size)
-            if self.running and self._held + need > p.capacity_blocks:
-                return  # no KV room: it waits (vLLM would preempt; this model never does)
-            self.waiting.popleft()
             hit = 0
             for h in req.blocks:
                 if h not in self.cache:
                     break
-                self.cache.move_to_end(h)
                 hit += 1
-            req.cached_tokens = min(hit * p.block_size, max(req.prompt_tokens - 1, 0))
-            req.to_prefill = req.prompt_tokens - req.cached_tokens
-            req.held = need
-            self._held += need
+            cached = min(hit * bs, max(req.prompt_tokens - 1, 0))
+            need = -(-(req.prompt_tokens - cached) // bs) + -(-req.max_tokens // bs)
+            if self.running and len(self.pins) + self._private + need > p.capacity_blocks:
+                return  # no KV room: it waits (vLLM would preempt; this model never does)
+            self.waiting.popleft()
+            req.pinned = req.blocks[:hit]
+            self._pin(req.pinned)
+            req.cached_tokens = cached
+            req.to_prefill = req.prompt_tokens - cached
+            req.private = need
+            self._private += need
             self.stats.queries += req.prompt_tokens
-            self.stats.hits += req.cached_tokens
+            self.stats.hits += cached
             self.stats.prompt_tokens += req.prompt_tokens
             self.running.append(req)
 
@@ -176,7 +183,7 @@ class Engine:
                 req.to_prefill -= n
                 if req.to_prefill:
                     continue
-                self._insert(req.blocks)  # the prompt's blocks are cached once computed
+                self._cache_prompt(req)
             req.generated += 1  # the prefill's last step yields the first token, as in vLLM
             self.stats.generation_tokens += 1
             if req.first_token_at is None:
@@ -187,41 +194,50 @@ class Engine:
                 done.append(req)
         for req in done:
             self.running.remove(req)
-            self._held -= req.held
+            self._unpin(req.pinned)
+            self._private -= req.private
             req.finished_at = end
             self.stats.finished += 1
             if req.on_done is not None:
                 req.on_done(end)
         self._evict()
 
-    def _insert(self, blocks: Sequence[int]) -> None:
+    def _cache_prompt(self, req: SimRequest) -> None:
+        """The prompt's blocks, computed, join the cache (shared from now on)."""
+        fresh = req.blocks[len(req.pinned) :]
         cache = self.cache
-        for h in blocks:
+        for h in req.pinned:
+            cache.move_to_end(h)
+        for h in fresh:
             cache[h] = None
             cache.move_to_end(h)
+        self._pin(fresh)
+        req.pinned = req.blocks
+        moved = min(len(fresh), req.private)
+        req.private -= moved
+        self._private -= moved
         self._evict()
 
+    def _pin(self, blocks: Sequence[int]) -> None:
+        pins = self.pins
+        for h in blocks:
+            pins[h] = pins.get(h, 0) + 1
+
+    def _unpin(self, blocks: Sequence[int]) -> None:
+        pins = self.pins
+        for h in blocks:
+            left = pins[h] - 1
+            if left:
+                pins[h] = left
+            else:
+                del pins[h]
+
     def _evict(self) -> None:
-        # Running requests' blocks live in the same memory: only the rest is the cache.
-        room = max(self.p.capacity_blocks - self._held, 0)
-        cache = self.cache
-        while len(cache) > room:
-            cache.popitem(last=False)
-
-
-@dataclass
-class EngineSnapshot:
-    """What a /metrics scrape of an engine reads."""
-
-    running: int
-    waiting: int
-    kv_usage: float
-    queries: int
-    hits: int
-    extra: dict[str, float] = field(default_factory=dict)
-
-
-def snapshot(engine: Engine) -> EngineSnapshot:
-    return EngineSnapshot(
-        len(engine.running), len(engine.waiting), engine.kv_usage, engine.stats.queries, engine.stats.hits
-    )
+        room = max(self.p.capacity_blocks - self._private, 0)
+        cache, pins = self.cache, self.pins
+        spins = len(cache)  # each block looked at once at most: pinned ones go to the back
+        while len(cache) > room and spins:
+            spins -= 1
+            h, _ = cache.popitem(last=False)
+            if h in pins:
+                cache[h] = None

@@ -28,11 +28,13 @@ def test_a_prefix_sticks_to_the_backend_that_served_it() -> None:
     assert all(r.pick("m", keys=[11, 99 + i]) is first for i in range(20))  # key 0 shared
 
 
-def test_unknown_prefixes_spread_over_the_ring() -> None:
+def test_unknown_prefixes_go_to_the_least_loaded() -> None:
     fleet = _fleet()
     r = _router(fleet)
     homes = Counter(r.pick("m", keys=[k * 7919]).name for k in range(400))
-    assert len(homes) == 4 and min(homes.values()) > 40
+    assert len(homes) == 4 and min(homes.values()) > 40  # idle fleet: ties rotate
+    fleet[0].outstanding, fleet[1].outstanding, fleet[3].outstanding = 3, 2, 5
+    assert r.pick("m", keys=[10**9]) is fleet[2]
 
 
 def test_the_ring_places_a_key_alike_for_any_fleet_order() -> None:
@@ -45,9 +47,11 @@ def test_the_ring_places_a_key_alike_for_any_fleet_order() -> None:
 def test_bounded_load_spills_a_hot_prefix_in_ring_order() -> None:
     """In-flight requests are never released here: one hot prefix keeps arriving."""
     fleet = _fleet()
-    tuning = PrefixTuning(load_factor=1.25, queue_gap=1000)
+    tuning = PrefixTuning(load_factor=1.25, queue_gap=1000)  # the bound alone
     table, ring = PrefixTable(), Ring(fleet)
     order = [b.name for b in ring.walk(42)]
+    home = next(b for b in fleet if b.name == order[0])
+    table.remember([42], home)
     chosen = []
     for i in range(40):
         b = prefix_choice(fleet, [42], table, ring, tuning, i)
@@ -56,13 +60,13 @@ def test_bounded_load_spills_a_hot_prefix_in_ring_order() -> None:
     counts = Counter(chosen)
     cap = max(counts.values())
     assert cap <= 1.25 * 40 / 4 + 1  # the bound: nobody carries more than its share
-    assert chosen[0] == order[0] and counts[order[0]] == cap
+    assert chosen[0] == order[0] and counts[order[0]] == cap  # the home takes its share back
     assert chosen.index(order[1]) < chosen.index(order[2])  # the spill follows the ring
 
 
 def test_a_long_vllm_queue_breaks_affinity_for_the_shortest_queue() -> None:
     fleet = _fleet()
-    r = _router(fleet, prefix={"queue_gap": 4})
+    r = _router(fleet, prefix={"queue_gap": 4, "queue_ratio": 2})
     home = r.pick("m", keys=[7])
     home.waiting = 20.0
     for b in fleet:
@@ -78,6 +82,10 @@ def test_a_long_vllm_queue_breaks_affinity_for_the_shortest_queue() -> None:
     assert r.pick("m", keys=[7, 9]) is not home  # a new conversation spills...
     home.waiting = 3.0
     assert r.pick("m", keys=[7, 9]) is not home  # ...and stays where its own prefix was computed
+    for b in fleet:
+        b.waiting = 50.0
+    home.waiting = 90.0  # every queue is long (saturation): within the ratio, affinity holds
+    assert r.pick("m", keys=[7, 10]) is home
 
 
 def test_session_key_wins_over_the_prompt() -> None:

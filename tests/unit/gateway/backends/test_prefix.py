@@ -42,15 +42,15 @@ def test_tools_and_instructions_are_part_of_key_0() -> None:
     assert prefix_keys({"model": "m", "input": "hello"}) == prefix_keys(chat("hello"))  # type: ignore[arg-type]
 
 
-def test_long_strings_cost_head_tail_and_length_only() -> None:
-    middle_a = "x" * CHUNK * 4
-    middle_b = "y" * CHUNK * 4
-    head, tail = "h" * CHUNK, "t" * CHUNK
-    a = prefix_keys(chat({"role": "system", "content": head + middle_a + tail}))
-    b = prefix_keys(chat({"role": "system", "content": head + middle_b + tail}))
-    assert a == b  # the documented trade: same head, tail and length share a key
-    c = prefix_keys(chat({"role": "system", "content": head + middle_a + "u" + tail[1:]}))
-    assert c != a
+def test_long_strings_cost_head_tail_length_and_a_sample() -> None:
+    head, tail, middle = "h" * CHUNK, "t" * CHUNK, "x" * CHUNK * 40
+    a = prefix_keys(chat({"role": "system", "content": head + middle + tail}))
+    assert prefix_keys(chat({"role": "system", "content": head + "y" * len(middle) + tail})) != a
+    assert prefix_keys(chat({"role": "system", "content": head + middle + "u" + tail[1:]})) != a
+    assert prefix_keys(chat({"role": "system", "content": head + middle + "x" + tail})) != a
+    # the documented trade: one character off the sample, in the middle, is not seen
+    odd = head + middle[:7] + "z" + middle[8:] + tail
+    assert prefix_keys(chat({"role": "system", "content": odd})) == a
 
 
 def test_completion_prompts_chain_by_chunk_and_no_prompt_gives_no_key() -> None:
