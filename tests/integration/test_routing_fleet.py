@@ -83,6 +83,9 @@ def test_prefix_policy_keeps_each_tenant_and_session_on_one_backend(tmp_path: Pa
         backends = g.runtime.router.backends
         assert sum(b.prefix_hits or 0 for b in backends) > 0
         assert all(b.prefix_queries is not None and b.waiting is not None for b in backends)
+        view = httpx.get(f"{g.url}/readyz", timeout=10).json()["backends"]
+        assert all(b["waiting"] is not None and b["kv_cache_usage"] is not None for b in view)
+        assert any(b["prefix_hit_rate"] for b in view) and all(b["ejected_s"] == 0 for b in view)
 
 
 def test_round_robin_spreads_a_tenant_over_every_backend(tmp_path: Path, fleet: SimFleet) -> None:
