@@ -1,6 +1,7 @@
 """Routing policies compared on a simulated fleet (not a timed test; results in docs/benchmarks.md).
 
-    PYTHONPATH=. python bench/route_compare.py [--repeats 3] [--requests 600] [--rates 4,8,...]
+    PYTHONPATH=. python bench/route_compare.py [--repeats 3] [--requests 1200] [--rates 4,8,...]
+    PYTHONPATH=. python bench/route_compare.py --cost-only     # the routing cost per request alone
 
 Four simulated vLLM engines (``tests/support/sim_engine.py``: prefix cache, scheduler, chunked
 prefill, batched decode) run in a discrete-event loop in simulated seconds, so a run is
@@ -222,11 +223,38 @@ def _median(results: list[Result]) -> Result:
     )
 
 
+def routing_cost(rounds: int = 5, n: int = 4000) -> None:
+    """The hot path's routing cost alone: keys from a freshly parsed body, then ``Router.pick``,
+    for each gateway policy on an idle 4-backend fleet; per round the median and p99 over ``n``
+    requests (40 tenants' 6k-token prompts), and the lowest of the rounds (the least disturbed
+    by other work on the machine)."""
+    bodies = [a.body for a in _arrivals(SHARED, 1.0, n, 0, 16)]
+    up: Any = None
+    print("\n## routing cost per request (us): lowest median / p99 over rounds")
+    for policy in ("least_outstanding", "round_robin", "least_queue", "prefix"):
+        backends = [Backend(f"b{i}", up, models=frozenset({MODEL}), healthy=True) for i in range(4)]
+        router = Router(backends, {}, RoutingSettings.model_validate({"policy": _GATEWAY_POLICY[policy]}))
+        depth = router.tuning.depth
+        medians, p99s = [], []
+        for _ in range(rounds):
+            took = []
+            for body in bodies:
+                payload = orjson.loads(body)  # as the proxy has it: just parsed, in the CPU's cache
+                t0 = time.perf_counter_ns()
+                keys = prefix_keys(payload, depth) if policy == "prefix" else []
+                router.pick(MODEL, keys=keys)
+                took.append(time.perf_counter_ns() - t0)
+            took.sort()
+            medians.append(took[len(took) // 2] / 1000)
+            p99s.append(took[int(len(took) * 0.99)] / 1000)
+        print(f"{policy:<18} median {min(medians):5.1f}   p99 {min(p99s):6.1f}")
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=600)
-    ap.add_argument("--rates", default="4,8,12,16,24,32,40", help="arrivals per simulated second")
+    ap.add_argument("--requests", type=int, default=1200)
+    ap.add_argument("--rates", default="4,8,16,24,32,40,48,56", help="arrivals per simulated second")
     ap.add_argument("--unique-rates", default="8,16,24,32,40")
     ap.add_argument("--scrape-s", type=float, default=0.5)
     ap.add_argument("--warmup", type=float, default=0.2, help="share of the first requests not measured")
@@ -234,6 +262,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--load-factor", type=float, help="routing.prefix.load_factor (default: the gateway's)")
     ap.add_argument("--queue-gap", type=float, help="routing.prefix.queue_gap (default: the gateway's)")
     ap.add_argument("--queue-ratio", type=float, help="routing.prefix.queue_ratio (default: the gateway's)")
+    ap.add_argument("--cost-only", action="store_true", help="only the routing cost per request")
     args = ap.parse_args(argv)
     tuned = (
         ("load_factor", args.load_factor),
@@ -241,6 +270,9 @@ def main(argv: list[str]) -> int:
         ("queue_ratio", args.queue_ratio),
     )
     prefix = {k: v for k, v in tuned if v is not None}
+    if args.cost_only:
+        routing_cost()
+        return 0
     params = EngineParams()
     policies = args.policies.split(",")
     print(
@@ -264,6 +296,7 @@ def main(argv: list[str]) -> int:
                     f"{m.hit_rate:>5.2f} {m.route_us:>8.1f}   ({time.perf_counter() - started:.1f}s)",
                     flush=True,
                 )
+    routing_cost()
     return 0
 
 

@@ -99,7 +99,7 @@ def prefix_choice(
     if n == 1 or not keys:
         only = cands[0] if n == 1 else least_queue(cands, start)
         if keys:
-            table.remember(list(keys), only)
+            table.remember(keys, only)
         return only
     total = 0
     shortest = cands[0].queue
@@ -122,12 +122,13 @@ def prefix_choice(
     if chosen is not None:
         # shallower keys that point elsewhere keep their backend: the tenant's home stays put
         # while one of its conversations lives on another backend
-        table.fill(keys[:known], chosen)
-        table.remember(list(keys[known:]), chosen)
+        if known:
+            table.fill(keys[:known], chosen)
+        table.remember(keys[known:] if known else keys, chosen)
         return chosen
     if known < 0:  # a prefix no backend holds: no cache to win, so the least loaded takes it
         chosen = least_loaded(cands, start)
-        table.remember(list(keys), chosen)
+        table.remember(keys, chosen)
         return chosen
     for b in ring.walk(keys[0]):
         if b.outstanding + 1 <= cap and b.queue <= max_queue and b in cands:
@@ -137,5 +138,5 @@ def prefix_choice(
         chosen = least_queue(cands, start)
     # A spill: the keys already known keep their backend (the tenant's home takes its requests
     # back when it has room); only the deeper, new ones (this conversation) follow the spill.
-    table.remember(list(keys[known + 1 :]), chosen)
+    table.remember(keys[known + 1 :], chosen)
     return chosen

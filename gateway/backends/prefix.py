@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway.backends.backend import Backend
 
-CHUNK = 1024  # characters hashed from each end of a long string
+CHUNK = 512  # characters hashed from each end of a long string
 _SAMPLE = 256  # characters sampled across the middle of a long string
 _LEADING_ROLES = frozenset({"system", "developer"})
 
