@@ -70,7 +70,7 @@ def test_prefix_policy_keeps_each_tenant_and_session_on_one_backend(tmp_path: Pa
             for i in range(6)
         }
         assert len(session) == 1
-        rows = g.wait_rows(38)
+        rows = g.wait_rows(38, timeout=60)
         assert (
             len({r["backend"] for r in rows if r["request_id"].startswith("t0-")}) == 1
         )  # the ledger agrees
@@ -136,6 +136,6 @@ def test_an_ejected_backend_is_skipped_then_returns(tmp_path: Path, fleet: SimFl
         time.sleep(1.2)  # the ejection's backoff (1 s) runs out; no probe is needed
         served = {_post(c, _chat(1, f"r{i}")).headers["x-sim-server"] for i in range(8)}
         assert bad.name in served and bad.served > 0
-        rows = g.wait_rows(24)
+        rows = g.wait_rows(24, timeout=60)
         failed = [r for r in rows if r["status"] == 500]
         assert len(failed) == 2 and {r["backend"] for r in failed} == {"backend-0"}
