@@ -14,6 +14,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,9 +33,10 @@ from gateway.http.middleware import RequestIdMiddleware
 from gateway.http.proxy import Proxy, forwards_get, send_error
 from gateway.ids import new_id
 from gateway.ledger import signing
+from gateway.ledger.events import RequestRecord
 from gateway.ledger.factory import open_store
 from gateway.ledger.recorder import Recorder
-from gateway.meter.rows import estimate_prompt_tokens, make_finalizer
+from gateway.meter.rows import estimate_prompt_tokens, make_finalizer, make_measure, make_pricer
 from gateway.meter.shadow import ShadowMeter
 from gateway.meter.tables import pinned_table, price_dir
 from gateway.meter.worker import MeterConfig, MeterPool
@@ -95,8 +97,20 @@ def build_runtime(settings: Settings) -> Runtime:
         pool=process,
     )
     governance = Governance(settings, router, pool, meter.table, hosted_path)
+    pricer = make_pricer(make_measure(estimate_prompt_tokens, meter))
+
+    async def price(rec: RequestRecord) -> dict[str, Any]:  # usage.nometer, off the event loop
+        return await asyncio.to_thread(pricer, rec)
+
     proxy = Proxy(  # its records wait for the error boundary (NometerApp) to pass them on
-        router, pool, governance.gate, hold(recorder.record), settings.routing, settings.server.max_body_bytes
+        router,
+        pool,
+        governance.gate,
+        hold(recorder.record),
+        settings.routing,
+        settings.server.max_body_bytes,
+        price=price,
+        response_cost=settings.meter.response_cost,
     )
 
     def label_names() -> tuple[set[str], frozenset[str]]:

@@ -194,6 +194,9 @@ class MeterSettings(_Frozen):
     price_overrides: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
     box: BoxSettings = BoxSettings()
     backend_box: dict[str, BoxSettings] = Field(default_factory=dict)  # per backend name
+    # answers carry their own cost in usage.nometer (gateway/http/cost.py); per request
+    # X-Nometer-Cost: include | omit. Off by default: it prices the request on the request path.
+    response_cost: bool = False
 
 
 # -- teams, keys and policy (see docs/policy.md) -----------------------------------------------

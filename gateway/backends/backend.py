@@ -65,6 +65,11 @@ class Backend:
         self.outstanding += 1
         return self.share_clock, self.energy_clock
 
+    def snapshot(self) -> tuple[float, float]:
+        """The clocks now, for a request that still holds the backend (its cost priced in-line)."""
+        self._advance()
+        return self.share_clock, self.energy_clock
+
     def release(self) -> tuple[float, float]:
         self._advance()
         self.outstanding -= 1

@@ -34,6 +34,7 @@ from gateway.backends.outlier import EjectionPolicy, RetryBudget
 from gateway.backends.pool import BackendPool
 from gateway.backends.prefix import prefix_keys, session_key
 from gateway.backends.routing import Route, Router
+from gateway.http import cost
 from gateway.http.request import read_body, request_model
 from gateway.http.sse import DONE, UsageChunkFilter, anthropic_error_event, error_event, finished
 from gateway.ids import new_id
@@ -70,6 +71,11 @@ def forwards_get(path: str) -> bool:
     return path in FORWARDED_GET or path.startswith(_RESPONSES + "/")
 
 
+def is_probe(scope: Scope) -> bool:
+    """A server-level GET (health, version, load): relayed, never recorded, so it gets no receipt id."""
+    return scope["method"] == "GET" and scope["path"] in FORWARDED_GET
+
+
 class ClientGone(Exception):
     """The client disconnected; the relay stops and the upstream connection is dropped."""
 
@@ -89,6 +95,9 @@ class Proxy:
         record: Callable[[RequestRecord], None],
         routing: RoutingSettings,
         max_body_bytes: int,
+        *,
+        price: cost.Price | None = None,
+        response_cost: bool = False,
     ):
         self.router = router
         self.gate = gate
@@ -101,11 +110,14 @@ class Proxy:
         self.retry_budget = RetryBudget(routing.retry_budget)
         e = routing.ejection
         self.ejection = EjectionPolicy(e.consecutive_failures, e.base_s, e.max_s)
+        self.price = price  # prices a record in-line, for usage.nometer (gateway/http/cost.py)
+        self.response_cost = response_cost  # meter.response_cost: answers carry their cost by default
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         rid = tag = run = session = None
+        cost_choice: bytes | None = None
         for k, v in headers:
             if k == b"x-request-id":
                 rid = v.decode("latin-1")
@@ -116,6 +128,8 @@ class Proxy:
                     run = v.decode("latin-1")[:200] or None
                 elif k == b"x-nometer-session":
                     session = v.decode("latin-1")[:200] or None
+                elif k == cost.HEADER:
+                    cost_choice = v
         if not rid:
             rid = new_id()
         REQUEST_ID.set(rid)  # log lines from this request carry its id
@@ -127,6 +141,7 @@ class Proxy:
         model = ""
         pinned: Backend | None = None
         try:
+            priced = cost.wanted(cost_choice, self.response_cost) and self.price is not None
             ident = self.gate.identify(headers)  # 401 before the body is even read
             body = await read_body(scope, receive, self.gate.body_limit(ident, self.max_body))
             payload, named = request_model(path, headers, body)
@@ -175,11 +190,11 @@ class Proxy:
         )
         self.inflight += 1
         try:
-            await self._serve(scope, receive, send, rec, plan, body, payload, pinned)
+            await self._serve(scope, receive, send, rec, plan, body, payload, pinned, priced)
         finally:
             self.inflight -= 1
             rec.latency_s = time.perf_counter() - t0
-            if not (scope["method"] == "GET" and path in FORWARDED_GET):  # probes are not usage
+            if not is_probe(scope):  # probes are not usage
                 self.record(rec)
             if plan.ticket is not None:
                 await self.gate.finish(plan, rec)
@@ -216,6 +231,7 @@ class Proxy:
         body: bytes,
         payload: dict[str, Any] | None,
         pinned: Backend | None,
+        priced: bool,
     ) -> None:
         route = plan.route
         client_payload = payload
@@ -267,6 +283,7 @@ class Proxy:
                     raise
                 return await self._hosted(send, rec, plan, "unavailable", client_payload, watch)
             failed = resp.status >= 500  # for passive ejection (gateway.backends.outlier)
+            stamp: cost.CostStamp | None = None
             try:
                 rec.status = resp.status
                 if resp.status >= 400:
@@ -278,12 +295,24 @@ class Proxy:
                     if scope["path"] == _RESPONSES and resp.status < 400 and len(self.router.backends) > 1
                     else None
                 )
+                ids = [(b"x-request-id", rec.request_id.encode())]
+                if not is_probe(scope):
+                    ids.append((_RECEIPT_ID, rec.uid.encode()))
+                if priced and self.price is not None and resp.status < 400 and rec.endpoint in cost.COSTED:
+
+                    def freeze() -> None:  # the busy share the in-line price (and so the row) uses
+                        share, energy = backend.snapshot()
+                        rec.busy_s = share - clocks[0]
+                        if backend.power_w is not None:
+                            rec.joules = energy - clocks[1]
+
+                    stamp = cost.CostStamp(rec, self.price, freeze)
                 if ctype.startswith(b"text/event-stream"):
                     rec.stream = True
-                    await self._relay_stream(send, resp, rec, rename, watch, remember)
+                    await self._relay_stream(send, resp, rec, ids, rename, watch, remember, stamp)
                     failed = failed or rec.outcome == ev.TIMEOUT
                 else:
-                    await self._relay_body(send, resp, rec, rename, watch, remember)
+                    await self._relay_body(send, resp, rec, ids, rename, watch, remember, stamp)
             except errors.UpstreamTimedOut:
                 failed = True
                 raise
@@ -293,9 +322,10 @@ class Proxy:
                 elif not watch.gone:
                     self.ejection.succeeded(backend)
                 share, energy = backend.release()
-                rec.busy_s = share - clocks[0]
-                if backend.power_w is not None:
-                    rec.joules = energy - clocks[1]
+                if stamp is None or not stamp.done:
+                    rec.busy_s = share - clocks[0]
+                    if backend.power_w is not None:
+                        rec.joules = energy - clocks[1]
         except errors.GatewayError as exc:
             rec.status, rec.error = exc.status, exc.message
             rec.outcome = ev.TIMEOUT if isinstance(exc, errors.UpstreamTimedOut) else ev.UNREACHABLE
@@ -404,9 +434,11 @@ class Proxy:
         send: Send,
         resp: UpstreamResponse,
         rec: RequestRecord,
+        ids: list[tuple[bytes, bytes]],  # x-request-id, and x-nometer-receipt-id unless a probe
         rename: tuple[str, str] | None,
         watch: _Watch,
         remember: tuple[Backend, str] | None,
+        stamp: cost.CostStamp | None,
     ) -> None:
         try:
             data = await resp.read()
@@ -420,11 +452,12 @@ class Proxy:
             self.affinity.remember(response_id, *remember)
         if rename is not None:
             data = _rename_model(data, rename)
+        if stamp is not None:
+            data = await stamp.body(data)
         headers = [
             *resp.headers,
             (b"content-length", str(len(data)).encode()),
-            (b"x-request-id", rec.request_id.encode()),
-            (_RECEIPT_ID, rec.uid.encode()),
+            *ids,
         ]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         watch.finished = True
@@ -435,11 +468,13 @@ class Proxy:
         send: Send,
         resp: UpstreamResponse,
         rec: RequestRecord,
+        ids: list[tuple[bytes, bytes]],  # x-request-id, and x-nometer-receipt-id unless a probe
         rename: tuple[str, str] | None,
         watch: _Watch,
         remember: tuple[Backend, str] | None,
+        stamp: cost.CostStamp | None,
     ) -> None:
-        headers = [*resp.headers, (b"x-request-id", rec.request_id.encode()), (_RECEIPT_ID, rec.uid.encode())]
+        headers = [*resp.headers, *ids]
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         chunks = rec.chunks
         strip = UsageChunkFilter(rec.forced_usage) if rec.forced_usage else None
@@ -456,8 +491,14 @@ class Proxy:
                         continue
                 if rename is not None:
                     data = _rename_model(data, rename)
+                if stamp is not None:
+                    data = await stamp.chunk(data)
+                    if not data:
+                        continue
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             tail = strip.flush() if strip is not None else b""
+            if stamp is not None:
+                tail = stamp.flush() + tail
         except (UpstreamTimeout, UpstreamBrokenStream) as exc:
             rec.outcome = ev.TIMEOUT if isinstance(exc, UpstreamTimeout) else ev.UPSTREAM_ERROR
             rec.error = f"upstream failed mid-stream: {exc}"

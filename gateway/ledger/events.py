@@ -59,6 +59,10 @@ class RequestRecord:
     request: dict[str, Any] | None = None
     response: bytes | None = None
     chunks: list[bytes] = field(default_factory=list)
+    # Priced on the request path (``usage.nometer``, gateway/http/cost.py): the meter then builds the
+    # row from the same inputs, busy share frozen at that moment and the same cached-prefix estimate.
+    priced_inline: bool = False
+    inline_prefix: list[Any] | None = None
 
 
 # Ledger columns, in order (schema v1). Shared by the SQLite and PostgreSQL stores. The hash chain

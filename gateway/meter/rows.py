@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.ledger.events import RequestRecord
 from gateway.ledger.store import Row
@@ -18,6 +19,7 @@ from gateway.meter import anthropic
 from gateway.meter.answer import answer_of
 from gateway.meter.shadow import Shadow, ShadowMeter, box_json, pico, rounded_busy, rounded_joules
 from gateway.meter.usage import Usage, extract
+from pricing.money import decimal_str
 
 log = logging.getLogger("nometer.recorder")
 
@@ -114,21 +116,67 @@ def estimate_prompt_tokens(text: str) -> int:
     return count_text(text, tokenizer_for("gpt-4o"))
 
 
+def make_measure(
+    count_tokens: Callable[[str], int] | None, meter: ShadowMeter | None = None
+) -> Callable[[RequestRecord], tuple[Usage, Shadow | None]]:
+    """One record's counts and shadow figures: what its ledger rows (and receipt) will say.
+
+    Raises on a response it cannot read; the finaliser records the request without counts then."""
+
+    def measure(rec: RequestRecord) -> tuple[Usage, Shadow | None]:
+        usage, events = extract(rec, count_tokens)
+        if meter is None:
+            return usage, None
+        answer = (anthropic.answer_of if rec.endpoint == anthropic.MESSAGES else answer_of)(rec, events)
+        return usage, meter.measure(rec, usage, answer)
+
+    return measure
+
+
+def make_pricer(
+    measure: Callable[[RequestRecord], tuple[Usage, Shadow | None]],
+) -> Callable[[RequestRecord], dict[str, Any]]:
+    """The ``usage.nometer`` object of a record priced on the request path (gateway/http/cost.py):
+    the receipt's own figures, since its row is later built from the same inputs."""
+
+    def price(rec: RequestRecord) -> dict[str, Any]:
+        shadow = None
+        try:
+            shadow = measure(rec)[1]
+        except Exception:  # its row is recorded without counts too (make_finalizer)
+            log.exception("could not meter %s in-line", rec.request_id)
+        rec.priced_inline = True
+        out: dict[str, Any] = {"receipt_id": rec.uid, "basis": "marginal"}
+        if shadow is None or not shadow.costs:
+            return out | {
+                "local_cost_usd": None,
+                "reference": None,
+                "cloud_cost_usd": None,
+                "savings_usd": None,
+            }
+        _, cost, savings = shadow.costs[0]
+        return out | {
+            "local_cost_usd": decimal_str(shadow.local.total),
+            "reference": shadow.inputs.references[0].model,
+            "cloud_cost_usd": None if cost.total is None else decimal_str(cost.total),
+            "savings_usd": None if savings is None else decimal_str(savings),
+        }
+
+    return price
+
+
 def make_finalizer(
     count_tokens: Callable[[str], int] | None, meter: ShadowMeter | None = None
 ) -> Callable[[list[RequestRecord]], LedgerBatch]:
+    measure = make_measure(count_tokens, meter)
+
     def finalize(batch: list[RequestRecord]) -> LedgerBatch:
         out = LedgerBatch()
         for rec in batch:
             uid = rec.uid
             usage, shadow = Usage(), None
             try:
-                usage, events = extract(rec, count_tokens)
-                if meter is not None:
-                    answer = (anthropic.answer_of if rec.endpoint == anthropic.MESSAGES else answer_of)(
-                        rec, events
-                    )
-                    shadow = meter.measure(rec, usage, answer)
+                usage, shadow = measure(rec)
             except Exception:  # a malformed response must not cost the request its ledger row
                 log.exception("could not meter %s; recording it without counts", rec.request_id)
             out.events.append(to_row(rec, usage, uid, shadow))

@@ -133,7 +133,13 @@ class ShadowMeter:
             or not rec.request
         ):
             return None
-        prefix = self.prefixes.seen_prefix(rec) if usage.cached_tokens is None else None
+        prefix = None
+        if usage.cached_tokens is None:
+            seen = self.prefixes.seen_prefix(rec)  # learns this request's prefixes either way
+            if rec.priced_inline:  # priced on the request path: the answer told that figure
+                prefix = rec.inline_prefix
+            else:
+                prefix = rec.inline_prefix = seen
         raw: dict[str, tuple[int, int, int, int | None]] = {}
         refs = tuple(self._count(ref, rec, usage, answer, prefix, raw) for ref in self.references(rec))
         busy = Decimal(repr(rounded_busy(rec.busy_s) or 0.0))

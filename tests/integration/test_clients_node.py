@@ -26,6 +26,7 @@ import pytest
 
 from tests.support import agents
 from tests.support.gateway_server import GatewayServer, gateway_settings
+from tests.support.relay_compare import coalesce
 from tests.support.vllm import AGENT_NAME, VllmServer
 
 
@@ -49,7 +50,12 @@ def test_openai_node_sdk(vllm_chat: VllmServer, tmp_path: Path) -> None:
         through = node_results(gw.base_url, "tiny-llama")
         assert [r["name"] for r in through] == [r["name"] for r in direct]
         for a, b in zip(direct, through, strict=True):
-            assert b == a, a["name"]
+            if b != a and a["name"].endswith(("stream", "stream.usage")):
+                # how many tokens one delta carries varies with load, straight to vLLM too
+                # (tests/support/relay_compare.py): the same events with adjacent text merged
+                assert coalesce(b["value"]) == coalesce(a["value"]), a["name"]
+            else:
+                assert b == a, a["name"]
         rows = gw.wait_rows(7)
     assert {r["endpoint"] for r in rows} >= {"/v1/chat/completions", "/v1/responses"}
     assert all(r["outcome"] == "ok" and r["status"] == 200 for r in rows)

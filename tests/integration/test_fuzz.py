@@ -62,7 +62,9 @@ class Rig:
     def send(self, method: str, path: str, *, headers: dict[str, str], content: bytes | None = None) -> None:
         rid = f"fuzz-{next(_ids)}"
         seen = len(self.fake.requests)
-        r = self.http.request(method, path, headers={**headers, "x-request-id": rid}, content=content)
+        # raw_path: as sent on the wire, so "//x" stays a path (httpx would read it as an authority)
+        url = self.http.base_url.copy_with(raw_path=path.encode())
+        r = self.http.request(method, url, headers={**headers, "x-request-id": rid}, content=content)
         anthropic = errors.is_anthropic(r.request.url.path)
         self.check(r.status_code, r.headers.get("content-type", ""), r.content, rid, seen, method, anthropic)
 

@@ -18,6 +18,7 @@ proxy itself); connections reset in ``down`` stay gone. Runs its own event loop 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -30,8 +31,9 @@ Mode = Literal["pass", "down", "freeze"]
 
 def _reset(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
-    if sock is not None:  # SO_LINGER 0: close() sends a RST, as a dead peer's kernel would
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    if sock is not None and sock.fileno() >= 0:  # SO_LINGER 0: close() sends a RST, as a dead peer's would
+        with contextlib.suppress(OSError):  # the peer may have closed it since
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()
 
 

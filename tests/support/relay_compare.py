@@ -1,9 +1,11 @@
 """Direct-vs-through comparisons: the same request to vLLM and through nometer must match.
 
 What may differ, and nothing else: per-request ids (``chatcmpl-…``, ``resp_…``, ``msg_…``), clock
-fields (``created``, ``created_at``), the ``date`` header, and ``x-request-id`` (nometer adds its
-own). Both answers are normalised for exactly those and then compared as *bytes*: status, the
-headers that matter, the body and the SSE framing (every ``event:``/``data:`` line and blank line).
+fields (``created``, ``created_at``), the ``date`` header, ``x-request-id`` (nometer adds its
+own) and ``x-nometer-receipt-id`` (nometer's id of the ledger row: present on every answer that is
+usage, absent on the probes ``/health``, ``/ping``, ``/load``, ``/version``). Both answers are
+normalised for exactly those and then compared as *bytes*: status, the headers that matter, the
+body and the SSE framing (every ``event:``/``data:`` line and blank line).
 
 The tiny model's text is random but deterministic under greedy decoding (``temperature: 0``), and
 the prompt cache is warmed first so both requests see the same ``cached_tokens``.
@@ -23,6 +25,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from gateway.http.proxy import FORWARDED_GET
 
 _IDS = re.compile(rb'"(id|item_id|response_id|call_id|tool_use_id|previous_response_id)":"[^"]*"')
 _CLOCK = re.compile(rb'"(created|created_at|completed_at)":\d+')
@@ -140,7 +144,10 @@ def same(
         direct = fetch(client, method, direct_base + path, **kw)
         through = fetch(client, method, through_base + path, **kw)
     assert through.status == direct.status, (through.status, direct.status, through.body[:300])
-    assert through.headers == direct.headers
+    receipt = through.headers.pop("x-nometer-receipt-id", None)
+    probe = method == "GET" and path in FORWARDED_GET
+    assert (receipt is None) == probe, (path, receipt)
+    assert through.headers == direct.headers, f"\ndirect:  {direct.headers}\nthrough: {through.headers}"
     if through.body != direct.body and direct.headers.get("content-type", "").startswith("text/event-stream"):
         a, b = coalesce(sse_events(direct.body)), coalesce(sse_events(through.body))
         assert b == a, f"\ndirect:  {a}\nthrough: {b}"
