@@ -97,7 +97,7 @@ def prefix_choice(
     Remembers the choice under the request's keys (on a spill, only under the new ones)."""
     n = len(cands)
     if n == 1 or not keys:
-        only = cands[0] if n == 1 else least_queue(cands, start)
+        only = cands[0] if n == 1 else least_loaded(cands, start)
         if keys:
             table.remember(keys, only)
         return only

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.backends.backend import Backend
-from gateway.backends.balance import PrefixTuning, Ring, least_loaded, least_queue, prefix_choice
+from gateway.backends.balance import PrefixTuning, Ring, least_queue, prefix_choice
 from gateway.backends.prefix import PrefixTable
 from gateway.errors import ModelNotFound, NoHealthyBackend
 from gateway.settings import RoutingPolicy, RoutingSettings
@@ -87,24 +87,48 @@ class Router:
         """A healthy, not ejected backend for ``served`` by the model's policy (``keys``: the
         request's prefix keys, for ``prefix``; see ``gateway.backends.prefix``)."""
         candidates = self._by_model.get(served, ())
+        policy = self.policies.get(served, self.default_policy)
+        start = next(self._tiebreak)
+        if policy == "least_loaded":  # the default: one pass, no list (the hot path's common case)
+            return self._least_loaded(served, candidates, exclude, start)
         usable = [b for b in candidates if b.healthy and b not in exclude]
         if not usable:
-            reasons = "; ".join(f"{b.name}: {b.last_error or 'unhealthy'}" for b in candidates) or "none"
-            raise NoHealthyBackend(
-                f"No healthy backend serves `{served}` right now ({reasons}).", headers={"retry-after": "5"}
-            )
+            raise _none_healthy(served, candidates)
         if len(usable) > 1:
             now = time.monotonic()
             usable = [b for b in usable if b.ejected_until <= now] or usable  # never eject them all
-        policy = self.policies.get(served, self.default_policy)
-        start = next(self._tiebreak)
-        if policy == "least_loaded" or len(usable) == 1:
-            return least_loaded(usable, start)
+        if len(usable) == 1:
+            return usable[0]
         if policy == "prefix":
             return prefix_choice(usable, keys, self.table, self._rings[served], self.tuning, start)
         if policy == "least_queue":
             return least_queue(usable, start)
         return usable[start % len(usable)]  # round_robin
+
+    @staticmethod
+    def _least_loaded(
+        served: str, candidates: Sequence[Backend], exclude: frozenset[Backend] | set[Backend], start: int
+    ) -> Backend:
+        best: Backend | None = None
+        ejected: Backend | None = None  # the best of the ejected, used only when all are
+        now = 0.0
+        n = len(candidates)
+        for i in range(n):
+            b = candidates[(start + i) % n]
+            if not b.healthy or b in exclude:
+                continue
+            if b.ejected_until:
+                now = now or time.monotonic()
+                if b.ejected_until > now:
+                    if ejected is None or b.outstanding < ejected.outstanding:
+                        ejected = b
+                    continue
+            if best is None or b.outstanding < best.outstanding:
+                best = b
+        best = best or ejected
+        if best is None:
+            raise _none_healthy(served, candidates)
+        return best
 
     def model_names(self) -> list[str]:
         names = set(self._by_model)
@@ -117,3 +141,10 @@ class Router:
 
     def served_by(self, served: str) -> list[Backend]:
         return list(self._by_model.get(served, ()))
+
+
+def _none_healthy(served: str, candidates: Sequence[Backend]) -> NoHealthyBackend:
+    reasons = "; ".join(f"{b.name}: {b.last_error or 'unhealthy'}" for b in candidates) or "none"
+    return NoHealthyBackend(
+        f"No healthy backend serves `{served}` right now ({reasons}).", headers={"retry-after": "5"}
+    )

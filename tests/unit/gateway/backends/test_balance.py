@@ -100,7 +100,9 @@ def test_session_key_wins_over_the_prompt() -> None:
 def test_no_keys_and_other_policies() -> None:
     fleet = _fleet(3)
     fleet[0].waiting, fleet[1].waiting, fleet[2].waiting = 5, 0, 3
-    assert _router(fleet).pick("m") is fleet[1]  # prefix with nothing to key on: least queue
+    fleet[0].outstanding, fleet[1].outstanding = 2, 2
+    assert _router(fleet).pick("m") is fleet[2]  # prefix with nothing to key on: least loaded
+    fleet[0].outstanding = fleet[1].outstanding = 0
     assert least_queue(fleet, 0) is fleet[1]
     assert _router(fleet, policy="least_queue").pick("m", keys=[1]) is fleet[1]
     rr = _router(fleet, policy="round_robin")
