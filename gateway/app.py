@@ -187,9 +187,14 @@ class NometerApp:
         await self._entry(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (
-            (scope["method"] == "POST" and not scope["path"].startswith("/v1/nometer/"))
-            or (scope["method"] == "GET" and forwards_get(scope["path"]))
+        path: str = scope.get("path", "")
+        if (
+            scope["type"] == "http"
+            and path.startswith("/")  # origin-form only: "POST *" is the control app's 404, never relayed
+            and (
+                (scope["method"] == "POST" and not path.startswith("/v1/nometer/"))
+                or (scope["method"] == "GET" and forwards_get(path))
+            )
         ):
             await self.proxy(scope, receive, send)
         else:

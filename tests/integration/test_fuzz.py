@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
@@ -450,6 +450,7 @@ def parse(data: bytes) -> tuple[int, str, bytes, bytes]:
 
 
 @settings(CASES, max_examples=n(1200))
+@example(method=b"POST", target=b"*", version=b"HTTP/1.1", headers=[], body=b"")  # was relayed: 500
 @given(
     method=raw_method,
     target=raw_target,
