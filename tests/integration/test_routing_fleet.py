@@ -9,6 +9,7 @@ Which server answered is read from the simulator's ``x-sim-server`` header.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -139,3 +140,34 @@ def test_an_ejected_backend_is_skipped_then_returns(tmp_path: Path, fleet: SimFl
         rows = g.wait_rows(24, timeout=60)
         failed = [r for r in rows if r["status"] == 500]
         assert len(failed) == 2 and {r["backend"] for r in failed} == {"backend-0"}
+
+
+def test_least_queue_reads_vllms_queue_from_metrics(tmp_path: Path) -> None:
+    """Another client, straight to one server past the gateway, fills that server's queue: the
+    gateway can see it only through /metrics, and least_queue steers around it."""
+    with SimFleet(2, EngineParams(max_num_seqs=2), speed=5) as fleet:
+        busy, idle = fleet.servers
+
+        async def flood() -> None:
+            async with httpx.AsyncClient(base_url=busy.base_url, timeout=120) as direct:
+                await asyncio.gather(
+                    *(
+                        direct.post("/chat/completions", json=_chat(0, f"x{i}", max_tokens=300))
+                        for i in range(12)
+                    )
+                )
+
+        with (
+            _gateway(tmp_path, fleet, policy="least_queue") as g,
+            httpx.Client(base_url=g.base_url, timeout=60) as c,
+        ):
+            backends = g.runtime.router.backends
+            flooding = threading.Thread(target=lambda: asyncio.run(flood()), daemon=True)
+            flooding.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any((b.waiting or 0) > 4 for b in backends):
+                time.sleep(0.05)
+            assert any((b.waiting or 0) > 4 for b in backends), "the scrape never saw the queue"
+            served = {_post(c, _chat(1, f"q{i}")).headers["x-sim-server"] for i in range(6)}
+            assert served == {idle.name}
+            flooding.join(120)
