@@ -40,3 +40,37 @@ def test_hit_rate_is_over_the_last_interval() -> None:
     assert (b.waiting, b.hit_rate, b.queue) == (None, None, 0.0)
     b.outstanding = 3
     assert b.queue == 3.0  # no /metrics: the gateway's own in-flight count
+
+
+class _Upstream:
+    """Answers /metrics with ``text``, or fails like a server without it (404 -> UpstreamError)."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+        self.asked = 0
+
+    async def get_text(self, path: str, timeout_s: float) -> str:
+        from adapters.base import UpstreamError
+
+        self.asked += 1
+        if self.text is None:
+            raise UpstreamError(f"GET {path} -> 404")
+        return self.text
+
+
+async def test_scrape_fills_the_backend_and_a_server_without_metrics_is_asked_rarely() -> None:
+    from gateway.backends.pool import BackendPool
+    from gateway.backends.routing import Router
+    from gateway.settings import RoutingSettings, UpstreamTimeouts
+
+    vllm, other = _Upstream(VLLM), _Upstream(None)
+    a = Backend("a", vllm, healthy=True)  # type: ignore[arg-type]
+    b = Backend("b", other, healthy=True, outstanding=2)  # type: ignore[arg-type]
+    pool = BackendPool(Router([a, b], {}), UpstreamTimeouts(), RoutingSettings())
+    assert pool.scraping  # two backends: a policy can use the load
+    await pool.scrape_all()
+    await pool.scrape_all()
+    assert (a.waiting, a.running, a.kv_cache_usage) == (4.0, 8.0, 0.75)
+    assert b.waiting is None and b.queue == 2.0  # unknown: the gateway's own in-flight count
+    assert vllm.asked == 2 and other.asked == 1  # not asked again for a while
+    assert not BackendPool(Router([a], {}), UpstreamTimeouts(), RoutingSettings()).scraping
