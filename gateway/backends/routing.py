@@ -60,6 +60,10 @@ class Router:
     def policy_of(self, served: str) -> RoutingPolicy:
         return self.policies.get(served, self.default_policy)
 
+    def wants_keys(self, served: str) -> bool:
+        """Whether ``pick`` can use prefix keys for ``served`` (worth computing them)."""
+        return len(self._by_model.get(served, ())) > 1 and self.policy_of(served) == "prefix"
+
     def resolve(self, model: str) -> Route:
         served = self.aliases.get(model)
         if served is not None:

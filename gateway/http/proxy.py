@@ -384,7 +384,7 @@ class Proxy:
         if pinned is not None and not (pinned.healthy and route.served in pinned.models):
             pinned = None
         keys: list[int] = []
-        if pinned is None and self.router.policy_of(route.served) == "prefix":
+        if pinned is None and self.router.wants_keys(route.served):
             if rec.request is not None:
                 keys = prefix_keys(rec.request, self.router.tuning.depth)
             if rec.session is not None:

@@ -112,6 +112,8 @@ def test_no_keys_and_other_policies() -> None:
     assert _router(fleet, policy="least_loaded").pick("m", keys=[1]) is fleet[2]
     per_model = Router(fleet, {}, RoutingSettings(policies={"m": "round_robin"}))
     assert per_model.policy_of("m") == "round_robin" and per_model.policy_of("x") == "least_loaded"
+    assert _router(fleet).wants_keys("m") and not per_model.wants_keys("m")
+    assert not _router(fleet[:1]).wants_keys("m")  # one backend: nothing to choose, no keys
 
 
 def test_ejected_backends_are_skipped_until_their_time_is_up() -> None:
