@@ -69,7 +69,7 @@ def build_runtime(settings: Settings) -> Runtime:
     backends = build_backends(
         settings.backends, managed, settings.timeouts, settings.routing.max_connections_per_backend
     )
-    router = Router(backends, settings.aliases)
+    router = Router(backends, settings.aliases, settings.routing)
     pool = BackendPool(router, settings.timeouts, settings.routing)
     store = open_store(settings.ledger)
     prices = PriceStore(price_dir(settings.meter.price_dir, settings.ledger.path))
@@ -278,6 +278,8 @@ def create_app(settings: Settings) -> NometerApp:
         for m in rt.managed:
             m.start()
         await rt.pool.refresh_all()
+        if rt.pool.scraping:
+            await rt.pool.scrape_all()
         rt.pool.start()
         sampler = None
         local = [b for b in rt.router.backends if b.local]

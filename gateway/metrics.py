@@ -14,6 +14,7 @@ Tags are never labels. So ``/metrics`` cannot grow with what clients send.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterator
 from decimal import Decimal
 from typing import Any
@@ -87,11 +88,42 @@ class _Live(Collector):
         outstanding = GaugeMetricFamily(
             "nometer_backend_outstanding_requests", "In-flight requests per backend", labels=["backend"]
         )
+        # vLLM's own numbers, as last scraped from each backend's /metrics (absent: unknown)
+        waiting = GaugeMetricFamily(
+            "nometer_backend_vllm_waiting", "vllm:num_requests_waiting, last scrape", labels=["backend"]
+        )
+        kv = GaugeMetricFamily(
+            "nometer_backend_vllm_kv_cache_usage",
+            "vllm:kv_cache_usage_perc (0..1), last scrape",
+            labels=["backend"],
+        )
+        hits = GaugeMetricFamily(
+            "nometer_backend_prefix_hit_ratio",
+            "vLLM prefix-cache hits / queries over the last scrape interval",
+            labels=["backend"],
+        )
+        ejected = GaugeMetricFamily(
+            "nometer_backend_ejected",
+            "1 while passive outlier ejection skips the backend",
+            labels=["backend"],
+        )
+        now = time.monotonic()
         for b in s["backends"]:
             healthy.add_metric([b.name], 1.0 if b.healthy else 0.0)
             outstanding.add_metric([b.name], float(b.outstanding))
+            if b.waiting is not None:
+                waiting.add_metric([b.name], b.waiting)
+            if b.kv_cache_usage is not None:
+                kv.add_metric([b.name], b.kv_cache_usage)
+            if b.hit_rate is not None:
+                hits.add_metric([b.name], b.hit_rate)
+            ejected.add_metric([b.name], 1.0 if b.ejected_until > now else 0.0)
         yield healthy
         yield outstanding
+        yield waiting
+        yield kv
+        yield hits
+        yield ejected
         store_errors = CounterMetricFamily(
             "nometer_policy_store_errors",
             "Requests whose rate-limit or budget counters (Redis) failed, by what the policy did",

@@ -106,7 +106,42 @@ class ManagedSettings(_Frozen):
     max_backoff_s: float = 60.0
 
 
+RoutingPolicy = Literal["least_loaded", "least_queue", "prefix", "round_robin"]
+
+
+class PrefixSettings(_Frozen):
+    """The ``prefix`` policy's thresholds (docs/config.md, "Routing")."""
+
+    # bounded load: a backend takes a prefix's request while its in-flight requests (with this
+    # one) stay within load_factor x the mean over the model's backends
+    load_factor: float = Field(default=2.0, ge=1.0)
+    # a backend whose vLLM queue (vllm:num_requests_waiting) is longer than queue_ratio x the
+    # shortest queue + queue_gap is passed over
+    queue_ratio: float = Field(default=8.0, ge=1.0)
+    queue_gap: float = Field(default=128.0, ge=0)
+    depth: int = Field(default=4, ge=0, le=64)  # messages after the system part the key covers
+    max_entries: int = Field(default=100_000, ge=1)  # prefix keys remembered (LRU)
+
+
+class EjectionSettings(_Frozen):
+    """Passive outlier ejection: consecutive 5xx / timeouts / connect failures take a backend
+    out for base_s, doubled per ejection, at most max_s."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    base_s: float = Field(default=5.0, gt=0)
+    max_s: float = Field(default=120.0, gt=0)
+
+
 class RoutingSettings(_Frozen):
+    # which backend takes a request: the default policy and per served model (docs/config.md)
+    policy: RoutingPolicy = "least_loaded"
+    policies: dict[str, RoutingPolicy] = Field(default_factory=dict)
+    prefix: PrefixSettings = PrefixSettings()
+    ejection: EjectionSettings = EjectionSettings()
+    # retries (to another backend after a connect failure) at most this share of requests
+    retry_budget: float = Field(default=0.2, ge=0, le=1)
+    # how often each backend's /metrics is read (off the hot path); 0 = never
+    metrics_interval_s: float = Field(default=0.5, ge=0)
     health_interval_s: float = 5.0
     models_refresh_s: float = 30.0
     # What the response's "model" field says when the client used an alias:
@@ -291,10 +326,17 @@ class OverloadSettings(_Frozen):
 
     max_waiting: int | None = Field(default=None, ge=0)  # vllm:num_requests_waiting above this
     max_kv_cache_usage: float | None = Field(default=None, ge=0, le=1)  # vllm:kv_cache_usage_perc
+    # a backend whose vLLM queue is longer than the shortest healthy one's by more than this
+    # counts as overloaded (for a request that must go there: response-id affinity)
+    max_queue_gap: int | None = Field(default=None, ge=0)
 
     @property
     def enabled(self) -> bool:
-        return self.max_waiting is not None or self.max_kv_cache_usage is not None
+        return (
+            self.max_waiting is not None
+            or self.max_kv_cache_usage is not None
+            or self.max_queue_gap is not None
+        )
 
 
 class HostedSettings(_Frozen):

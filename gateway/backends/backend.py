@@ -25,9 +25,18 @@ class Backend:
     # ManagedServer.check_owner); checked before every health probe until it passes.
     guard: Callable[[], str | None] | None = None
     local: bool = False  # on this box (managed or loopback): its GPUs' energy is measurable
-    # Load reported by vLLM's /metrics (polled with health when an overload threshold is set).
+    # Load reported by vLLM's /metrics, scraped off the hot path (BackendPool); None = unknown.
     waiting: float | None = None  # vllm:num_requests_waiting
     kv_cache_usage: float | None = None  # vllm:kv_cache_usage_perc, 0..1
+    running: float | None = None  # vllm:num_requests_running
+    prefix_queries: float | None = None  # vllm:prefix_cache_queries_total (tokens)
+    prefix_hits: float | None = None  # vllm:prefix_cache_hits_total (tokens)
+    hit_rate: float | None = None  # hits / queries between the last two scrapes that saw queries
+    # Passive outlier ejection (gateway/backends/outlier.py): consecutive failed answers, and
+    # until when (time.monotonic()) the router skips this backend.
+    failures: int = 0
+    ejected_until: float = 0.0
+    ejections: int = 0
     # Each in-flight request's share of this backend's busy time (and energy, when measured):
     # share_clock = integral of dt / n(t) over time, advanced whenever n changes, so a request's
     # share is the clock's difference between its release and acquire: O(1), no timers.
@@ -35,6 +44,11 @@ class Backend:
     energy_clock: float = 0.0
     power_w: float | None = None  # latest measured draw (NVML); None = not measured
     _changed_at: float = 0.0
+
+    @property
+    def queue(self) -> float:
+        """Requests waiting in vLLM's queue, else (no /metrics) the gateway's own in-flight count."""
+        return self.waiting if self.waiting is not None else float(self.outstanding)
 
     def _advance(self) -> float:
         now = time.perf_counter()

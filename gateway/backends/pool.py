@@ -3,6 +3,11 @@
 Discovery reads ``GET /v1/models`` (vLLM also reports ``max_model_len`` there); health reads
 ``GET /health`` (vLLM), falling back to ``/v1/models`` for servers without it. A backend that was
 seen once keeps its model list while down, so a request for its model gets 503, not 404.
+
+Load is read apart from health, more often: every ``routing.metrics_interval_s`` a second task
+scrapes each healthy backend's ``/metrics`` (``gateway.backends.scrape``) when a routing policy or
+an overload rule can use it (several backends, or ``poll_metrics``). A server that has no
+``/metrics`` is asked again only every ``_NO_METRICS_RETRY_S``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -18,9 +24,11 @@ from adapters.openai_compat import CompatConfig, OpenAICompatUpstream
 from gateway.backends.backend import Backend
 from gateway.backends.managed import ManagedServer
 from gateway.backends.routing import Router
+from gateway.backends.scrape import apply_load, clear_load, parse_vllm_metrics
 from gateway.settings import BackendSettings, RoutingSettings, UpstreamTimeouts
 
 log = logging.getLogger("nometer.backends")
+_NO_METRICS_RETRY_S = 30.0
 
 
 def build_backends(
@@ -58,7 +66,10 @@ class BackendPool:
         self._health_s = timeouts.health_s
         self._interval = routing.health_interval_s
         self._refresh_every = max(1, round(routing.models_refresh_s / max(self._interval, 0.1)))
+        self._metrics_s = routing.metrics_interval_s
         self._task: asyncio.Task[None] | None = None
+        self._scraper: asyncio.Task[None] | None = None
+        self._no_metrics: dict[str, float] = {}  # backend name -> when to ask again
         self.serving = asyncio.Event()  # set once any backend has been healthy: the gateway can serve
         self.poll_metrics = False  # read vLLM's load from /metrics (set when an overload rule needs it)
 
@@ -89,21 +100,32 @@ class BackendPool:
                 log.info("backend %s healthy, models: %s", backend.name, sorted(backend.models))
             backend.healthy, backend.last_error = True, None
             self.serving.set()
-            if self.poll_metrics:
-                await self._read_load(backend)
         except (UpstreamError, ValueError, KeyError, TypeError) as exc:
             if backend.healthy:
                 log.warning("backend %s unhealthy: %s", backend.name, exc)
             backend.healthy, backend.last_error = False, str(exc) or type(exc).__name__
 
-    async def _read_load(self, backend: Backend) -> None:
-        """Queue depth and KV-cache use from ``/metrics``; a server without them reads as unknown."""
+    @property
+    def scraping(self) -> bool:
+        """Whether load is worth reading: a policy can choose among backends, or a rule needs it."""
+        return self._metrics_s > 0 and (self.poll_metrics or len(self.router.backends) > 1)
+
+    async def scrape(self, backend: Backend) -> None:
+        """Queue, running, KV use and prefix-cache counters from ``/metrics`` (module docstring)."""
+        retry_at = self._no_metrics.get(backend.name)
+        if retry_at is not None and time.monotonic() < retry_at:
+            return
         try:
             text = await backend.upstream.get_text("/metrics", self._health_s)
         except UpstreamError:
-            backend.waiting = backend.kv_cache_usage = None
+            clear_load(backend)
+            self._no_metrics[backend.name] = time.monotonic() + _NO_METRICS_RETRY_S
             return
-        backend.waiting, backend.kv_cache_usage = parse_vllm_load(text)
+        self._no_metrics.pop(backend.name, None)
+        apply_load(backend, parse_vllm_metrics(text))
+
+    async def scrape_all(self) -> None:
+        await asyncio.gather(*(self.scrape(b) for b in self.router.backends if b.healthy))
 
     async def refresh_all(self, *, discover: bool = True) -> None:
         await asyncio.gather(*(self.refresh(b, discover=discover) for b in self.router.backends))
@@ -114,6 +136,18 @@ class BackendPool:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="nometer-health")
+        if self._metrics_s > 0:
+            self._scraper = asyncio.create_task(self._scrape_loop(), name="nometer-metrics")
+
+    async def _scrape_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._metrics_s)
+            if not self.scraping:
+                continue
+            try:
+                await self.scrape_all()
+            except Exception:  # never let the scraper die
+                log.exception("metrics scrape round failed")
 
     async def _loop(self) -> None:
         tick = 0
@@ -126,32 +160,8 @@ class BackendPool:
                 log.exception("health check round failed")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, self._scraper) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(b.upstream.aclose() for b in self.router.backends), return_exceptions=True)
-
-
-_WAITING = "vllm:num_requests_waiting"
-_KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # current name, then pre-0.10
-
-
-def parse_vllm_load(text: str) -> tuple[float | None, float | None]:
-    """(requests waiting, summed over engines; KV-cache usage 0..1, the highest engine's) from
-    vLLM's Prometheus text. Missing metrics give None."""
-    waiting: float | None = None
-    usage: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("vllm:"):
-            continue
-        name = line.split("{", 1)[0] if "{" in line else line.split(" ", 1)[0]
-        try:
-            value = float(line.rsplit(" ", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        if name == _WAITING:
-            waiting = (waiting or 0.0) + value
-        elif name in _KV_USAGE:
-            usage[name] = max(usage.get(name, 0.0), value)
-    kv = next((usage[n] for n in _KV_USAGE if n in usage), None)
-    return waiting, kv

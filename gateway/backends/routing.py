@@ -1,17 +1,24 @@
 """Pure routing decisions: which served model a name means, and which backend takes the request.
 
-No I/O here. Backends carry live state (health, outstanding requests) that the pool and the proxy
-update; the router only reads it.
+No I/O here. Backends carry live state (health, in-flight requests, vLLM's queue and KV use from
+``/metrics``, ejection) that the pool and the proxy update; the router only reads it. Each
+served model has a policy (``routing.policy``, ``routing.policies``; ``gateway.backends.balance``);
+backends that are unhealthy or ejected (``gateway.backends.outlier``) are skipped, but ejection
+never leaves a model with no backend.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.backends.backend import Backend
+from gateway.backends.balance import PrefixTuning, Ring, least_queue, prefix_choice
+from gateway.backends.prefix import PrefixTable
 from gateway.errors import ModelNotFound, NoHealthyBackend
+from gateway.settings import RoutingPolicy, RoutingSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +29,22 @@ class Route:
 
 
 class Router:
-    def __init__(self, backends: Iterable[Backend], aliases: Mapping[str, str]):
+    def __init__(
+        self,
+        backends: Iterable[Backend],
+        aliases: Mapping[str, str],
+        routing: RoutingSettings | None = None,
+    ):
+        routing = routing or RoutingSettings()
         self.backends = list(backends)
         self.aliases = dict(aliases)
+        self.default_policy: RoutingPolicy = routing.policy
+        self.policies: dict[str, RoutingPolicy] = dict(routing.policies)
+        p = routing.prefix
+        self.tuning = PrefixTuning(p.load_factor, p.queue_ratio, p.queue_gap, p.depth)
+        self.table = PrefixTable(p.max_entries)
         self._by_model: dict[str, list[Backend]] = {}
+        self._rings: dict[str, Ring] = {}
         self._tiebreak = itertools.count()
         self.rebuild()
 
@@ -35,7 +54,15 @@ class Router:
         for b in self.backends:
             for m in b.models:
                 index.setdefault(m, []).append(b)
+        self._rings = {m: Ring(bs) for m, bs in index.items()}
         self._by_model = index
+
+    def policy_of(self, served: str) -> RoutingPolicy:
+        return self.policies.get(served, self.default_policy)
+
+    def wants_keys(self, served: str) -> bool:
+        """Whether ``pick`` can use prefix keys for ``served`` (worth computing them)."""
+        return len(self._by_model.get(served, ())) > 1 and self.policy_of(served) == "prefix"
 
     def resolve(self, model: str) -> Route:
         served = self.aliases.get(model)
@@ -55,22 +82,56 @@ class Router:
             )
         return Route(model, model, False)
 
-    def pick(self, served: str, exclude: frozenset[Backend] | set[Backend] = frozenset()) -> Backend:
-        """Least outstanding requests among healthy backends; ties rotate."""
-        best: Backend | None = None
+    def pick(
+        self,
+        served: str,
+        exclude: frozenset[Backend] | set[Backend] = frozenset(),
+        keys: Sequence[int] = (),
+    ) -> Backend:
+        """A healthy, not ejected backend for ``served`` by the model's policy (``keys``: the
+        request's prefix keys, for ``prefix``; see ``gateway.backends.prefix``)."""
         candidates = self._by_model.get(served, ())
+        policy = self.policies.get(served, self.default_policy)
+        start = next(self._tiebreak)
+        if policy == "least_loaded":  # the default: one pass, no list (the hot path's common case)
+            return self._least_loaded(served, candidates, exclude, start)
+        usable = [b for b in candidates if b.healthy and b not in exclude]
+        if not usable:
+            raise _none_healthy(served, candidates)
+        if len(usable) > 1:
+            now = time.monotonic()
+            usable = [b for b in usable if b.ejected_until <= now] or usable  # never eject them all
+        if len(usable) == 1:
+            return usable[0]
+        if policy == "prefix":
+            return prefix_choice(usable, keys, self.table, self._rings[served], self.tuning, start)
+        if policy == "least_queue":
+            return least_queue(usable, start)
+        return usable[start % len(usable)]  # round_robin
+
+    @staticmethod
+    def _least_loaded(
+        served: str, candidates: Sequence[Backend], exclude: frozenset[Backend] | set[Backend], start: int
+    ) -> Backend:
+        best: Backend | None = None
+        ejected: Backend | None = None  # the best of the ejected, used only when all are
+        now = 0.0
         n = len(candidates)
-        if n:
-            start = next(self._tiebreak) % n
-            for i in range(n):
-                b = candidates[(start + i) % n]
-                if b.healthy and b not in exclude and (best is None or b.outstanding < best.outstanding):
-                    best = b
+        for i in range(n):
+            b = candidates[(start + i) % n]
+            if not b.healthy or b in exclude:
+                continue
+            if b.ejected_until:
+                now = now or time.monotonic()
+                if b.ejected_until > now:
+                    if ejected is None or b.outstanding < ejected.outstanding:
+                        ejected = b
+                    continue
+            if best is None or b.outstanding < best.outstanding:
+                best = b
+        best = best or ejected
         if best is None:
-            reasons = "; ".join(f"{b.name}: {b.last_error or 'unhealthy'}" for b in candidates) or "none"
-            raise NoHealthyBackend(
-                f"No healthy backend serves `{served}` right now ({reasons}).", headers={"retry-after": "5"}
-            )
+            raise _none_healthy(served, candidates)
         return best
 
     def model_names(self) -> list[str]:
@@ -84,3 +145,10 @@ class Router:
 
     def served_by(self, served: str) -> list[Backend]:
         return list(self._by_model.get(served, ()))
+
+
+def _none_healthy(served: str, candidates: Sequence[Backend]) -> NoHealthyBackend:
+    reasons = "; ".join(f"{b.name}: {b.last_error or 'unhealthy'}" for b in candidates) or "none"
+    return NoHealthyBackend(
+        f"No healthy backend serves `{served}` right now ({reasons}).", headers={"retry-after": "5"}
+    )

@@ -17,6 +17,7 @@ the gateway's own errors use Anthropic's envelope.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from adapters.base import UpstreamBrokenStream, UpstreamConnectError, UpstreamRe
 from gateway import errors
 from gateway.backends.affinity import ResponseAffinity, response_id_in, response_id_of_path
 from gateway.backends.backend import Backend
+from gateway.backends.outlier import EjectionPolicy, RetryBudget
 from gateway.backends.pool import BackendPool
+from gateway.backends.prefix import prefix_keys, session_key
 from gateway.backends.routing import Route, Router
 from gateway.http import cost
 from gateway.http.request import read_body, request_model
@@ -40,6 +43,8 @@ from gateway.ledger.events import RequestRecord
 from gateway.logs import REQUEST_ID
 from gateway.policy.admission import Gate, Plan
 from gateway.settings import FallbackCause, RoutingSettings
+
+log = logging.getLogger("nometer.proxy")
 
 # Endpoints whose streams carry usage only when asked through stream_options.
 _STREAM_OPTIONS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -102,6 +107,9 @@ class Proxy:
         self.rename_response = routing.response_model == "requested"
         self.retry = routing.retry_other_backend
         self.affinity = ResponseAffinity()
+        self.retry_budget = RetryBudget(routing.retry_budget)
+        e = routing.ejection
+        self.ejection = EjectionPolicy(e.consecutive_failures, e.base_s, e.max_s)
         self.price = price  # prices a record in-line, for usage.nometer (gateway/http/cost.py)
         self.response_cost = response_cost  # meter.response_cost: answers carry their cost by default
         self.inflight = 0
@@ -145,7 +153,7 @@ class Proxy:
                 pinned = self._previous_response_backend(payload)
             else:
                 model, pinned = self._modelless(path, bool(body))
-            plan = await self.gate.admit(ident, path, payload, model)
+            plan = await self.gate.admit(ident, path, payload, model, pinned)
         except errors.Refusal as exc:  # policy said no: the team's ledger shows it
             rec = RequestRecord(
                 rid,
@@ -278,6 +286,7 @@ class Proxy:
                 if client_payload is None or not plan.fallback_after("unavailable", scope["path"]):
                     raise
                 return await self._hosted(send, rec, plan, "unavailable", client_payload, watch)
+            failed = resp.status >= 500  # for passive ejection (gateway.backends.outlier)
             stamp: cost.CostStamp | None = None
             try:
                 rec.status = resp.status
@@ -305,9 +314,17 @@ class Proxy:
                 if ctype.startswith(b"text/event-stream"):
                     rec.stream = True
                     await self._relay_stream(send, resp, rec, ids, rename, watch, remember, stamp)
+                    failed = failed or rec.outcome == ev.TIMEOUT
                 else:
                     await self._relay_body(send, resp, rec, ids, rename, watch, remember, stamp)
+            except errors.UpstreamTimedOut:
+                failed = True
+                raise
             finally:
+                if failed:
+                    self._failed(backend)
+                elif not watch.gone:
+                    self.ejection.succeeded(backend)
                 share, energy = backend.release()
                 if stamp is None or not stamp.done:
                     rec.busy_s = share - clocks[0]
@@ -370,11 +387,18 @@ class Proxy:
             path += "?" + scope["query_string"].decode("latin-1")
         if pinned is not None and not (pinned.healthy and route.served in pinned.models):
             pinned = None
+        keys: list[int] = []
+        if pinned is None and self.router.wants_keys(route.served):
+            if rec.request is not None:
+                keys = prefix_keys(rec.request, self.router.tuning.depth)
+            if rec.session is not None:
+                keys.append(session_key(rec.session))  # deepest: the session's own backend
+        self.retry_budget.request()
         while True:
             if pinned is not None and not tried:
                 backend = pinned
             else:
-                backend = self.router.pick(route.served, tried) if tried else self.router.pick(route.served)
+                backend = self.router.pick(route.served, tried, keys)
             rec.backend = backend.name
             clocks = backend.acquire()
             try:
@@ -382,19 +406,32 @@ class Proxy:
             except UpstreamConnectError as exc:
                 backend.release()
                 self.pool.mark_failed(backend, str(exc))
+                self._failed(backend)
                 tried.add(backend)
-                if not self.retry or not any(
-                    b.healthy and b not in tried for b in self.router.served_by(route.served)
+                if (
+                    not self.retry
+                    or not any(b.healthy and b not in tried for b in self.router.served_by(route.served))
+                    or not self.retry_budget.try_retry()
                 ):
                     raise errors.UpstreamUnreachable(
                         f"Could not reach a backend for `{route.served}`: {exc}"
                     ) from exc
             except UpstreamTimeout as exc:
                 backend.release()
+                self._failed(backend)
                 raise errors.UpstreamTimedOut(f"Upstream {backend.name} timed out: {exc}") from exc
             except BaseException:
                 backend.release()
                 raise
+
+    def _failed(self, backend: Backend) -> None:
+        if self.ejection.failed(backend):
+            log.warning(
+                "backend %s ejected for %.0f s after %d failed answers in a row",
+                backend.name,
+                backend.ejected_until - time.monotonic(),
+                self.ejection.consecutive_failures,
+            )
 
     async def _relay_body(
         self,

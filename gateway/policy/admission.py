@@ -22,6 +22,7 @@ import orjson
 from starlette.types import Send
 
 from gateway import errors
+from gateway.backends.backend import Backend
 from gateway.backends.routing import Route, Router
 from gateway.ledger.events import RequestRecord
 from gateway.meter.usage import request_text
@@ -99,7 +100,12 @@ class Gate:
         return server_max if cap is None else min(cap, server_max)
 
     async def admit(
-        self, ident: Identity | None, path: str, payload: dict[str, Any] | None, model: str
+        self,
+        ident: Identity | None,
+        path: str,
+        payload: dict[str, Any] | None,
+        model: str,
+        pinned: Backend | None = None,
     ) -> Plan:
         book = self.book  # one snapshot for the whole decision, whatever a reload does meanwhile
         rules = book.rules(ident.team if ident is not None else None)
@@ -140,7 +146,7 @@ class Gate:
                 )
             ):
                 cause = "context_too_long"
-            elif rules.falls_back_on("overloaded") and all_overloaded(backends, book.hosted.overload):
+            elif rules.falls_back_on("overloaded") and all_overloaded(backends, book.hosted.overload, pinned):
                 cause = "overloaded"
             if cause is not None:
                 self._fallback(plan, cause, model)

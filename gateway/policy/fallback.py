@@ -8,7 +8,9 @@ Causes, in the order they are checked before sending:
 * ``context_too_long``: the prompt's estimated tokens plus the requested ``max_tokens`` exceed
   the local model's ``max_model_len`` (vLLM would answer 400);
 * ``overloaded``: every healthy backend is over a threshold read from vLLM's ``/metrics``
-  (``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc``).
+  (``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc``); a request that must go to one
+  backend (response-id affinity) is overloaded when that one is, and with ``max_queue_gap`` a
+  queue far longer than the shortest one counts as overload.
 
 ``decide`` turns a cause into a verdict: go hosted, refuse because the team is ``local_only``
 (nothing ever leaves the box, even when fallback models are configured), or stay on the local
@@ -30,8 +32,13 @@ Verdict = Literal["hosted", "local_only", "no_fallback"]
 FALLBACK_ENDPOINTS = frozenset({"/v1/chat/completions"})
 
 
-def is_overloaded(b: Backend, overload: OverloadSettings) -> bool:
+def is_overloaded(b: Backend, overload: OverloadSettings, shortest: float | None = None) -> bool:
+    """Over an absolute threshold, or (``max_queue_gap``) a vLLM queue longer than ``shortest``,
+    the shortest healthy queue among the model's backends, by more than the gap."""
     if overload.max_waiting is not None and b.waiting is not None and b.waiting > overload.max_waiting:
+        return True
+    gap = overload.max_queue_gap
+    if gap is not None and shortest is not None and b.waiting is not None and b.waiting > shortest + gap:
         return True
     return (
         overload.max_kv_cache_usage is not None
@@ -40,9 +47,16 @@ def is_overloaded(b: Backend, overload: OverloadSettings) -> bool:
     )
 
 
-def all_overloaded(backends: Sequence[Backend], overload: OverloadSettings) -> bool:
+def all_overloaded(
+    backends: Sequence[Backend], overload: OverloadSettings, pinned: Backend | None = None
+) -> bool:
+    """Every backend the request may go to is overloaded: all healthy ones, or only ``pinned``
+    when the request must go there (it names a response that backend holds)."""
     healthy = [b for b in backends if b.healthy]
-    return bool(healthy) and all(is_overloaded(b, overload) for b in healthy)
+    queues = [b.waiting for b in healthy if b.waiting is not None]
+    shortest = min(queues) if queues else None
+    targets = [pinned] if pinned is not None and pinned in healthy else healthy
+    return bool(targets) and all(is_overloaded(b, overload, shortest) for b in targets)
 
 
 def context_limit(backends: Sequence[Backend], served: str) -> int | None:

@@ -16,6 +16,7 @@ _CREATED = int(time.time())
 
 
 def _backend_view(rt: Runtime) -> list[dict[str, object]]:
+    now = time.monotonic()
     return [
         {
             "name": b.name,
@@ -24,6 +25,12 @@ def _backend_view(rt: Runtime) -> list[dict[str, object]]:
             "outstanding": b.outstanding,
             "managed": b.managed,
             "error": b.last_error,
+            # from the backend's /metrics (None: not read, or not vLLM)
+            "running": b.running,
+            "waiting": b.waiting,
+            "kv_cache_usage": b.kv_cache_usage,
+            "prefix_hit_rate": b.hit_rate,
+            "ejected_s": round(b.ejected_until - now, 1) if b.ejected_until > now else 0,
         }
         for b in rt.router.backends
     ]

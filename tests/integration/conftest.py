@@ -1,8 +1,9 @@
 """Integration fixtures: real servers on 127.0.0.1.
 
-- ``vllm_chat`` / ``vllm_embed`` / ``vllm_agent`` (session): real CPU vLLM servers (``tests.support.vllm``), started
-  once per session, together, by the first test that needs one. Tests that use them, directly or
-  through another fixture, get ``@pytest.mark.vllm`` automatically. If vLLM cannot be installed or
+- ``vllm_chat`` / ``vllm_chat_b`` / ``vllm_embed`` / ``vllm_agent`` (session): real CPU vLLM
+  servers (``tests.support.vllm``), started once per session, together, by the first test that
+  needs one. Tests that use them, directly or through another fixture, get
+  ``@pytest.mark.vllm`` automatically. If vLLM cannot be installed or
   started they ERROR, never skip; ``NOMETER_SKIP_VLLM=1`` skips them (quick local runs only).
 - ``fake_upstream`` (function): the fault-injecting fake OpenAI upstream
   (``tests.support.fake_upstream``), shared by the session and reset before each test.
@@ -63,6 +64,12 @@ def _server(request: pytest.FixtureRequest, fleet: VllmFleet, name: str) -> Vllm
 def vllm_chat(request: pytest.FixtureRequest, vllm_fleet: VllmFleet) -> VllmServer:
     """``tiny-llama``: chat and text completions, with cached-token details in usage."""
     return _server(request, vllm_fleet, "vllm_chat")
+
+
+@pytest.fixture(scope="session")
+def vllm_chat_b(request: pytest.FixtureRequest, vllm_fleet: VllmFleet) -> VllmServer:
+    """A second ``tiny-llama`` server: two boxes serving one model, for the routing tests."""
+    return _server(request, vllm_fleet, "vllm_chat_b")
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ class ServerSpec:
 # Keyed by the name of the pytest fixture that hands the server out.
 SPECS: Mapping[str, ServerSpec] = {
     "vllm_chat": ServerSpec(CHAT_NAME, CHAT_ARGS),
+    "vllm_chat_b": ServerSpec(CHAT_NAME, CHAT_ARGS),  # a second box serving the same model (routing)
     "vllm_embed": ServerSpec(EMBED_NAME, EMBED_ARGS),
     "vllm_agent": ServerSpec(AGENT_NAME, AGENT_ARGS),
 }

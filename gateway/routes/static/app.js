@@ -536,10 +536,21 @@
               el("span", { class: `state ${b.healthy ? "up" : "down"}`, "data-testid": "backend-state", text: b.healthy ? "healthy" : "down" })),
             el("div", { class: "bmodels", text: b.models.join(", ") || (b.error ? b.error : "no models") }),
             el("div", { class: "bload" }, el("span", { class: "cellbar" }, load),
-              el("span", { "data-testid": "backend-outstanding", text: `${int(b.outstanding)} in flight` }))));
+              el("span", { "data-testid": "backend-outstanding", text: `${int(b.outstanding)} in flight` })),
+            vllmLine(b)));
       }));
     }
     testid("backends-updated").textContent = ready ? ready.status : "";
+  }
+
+  // vLLM's own numbers, scraped by the gateway from the backend's /metrics (absent: not vLLM)
+  function vllmLine(b) {
+    const parts = [];
+    if (b.waiting != null) parts.push(`${int(b.waiting)} queued`);
+    if (b.kv_cache_usage != null) parts.push(`KV ${Math.round(100 * b.kv_cache_usage)}%`);
+    if (b.prefix_hit_rate != null) parts.push(`prefix hits ${Math.round(100 * b.prefix_hit_rate)}%`);
+    if (b.ejected_s > 0) parts.push(`ejected ${Math.ceil(b.ejected_s)} s`);
+    return parts.length ? el("div", { class: "bmodels", "data-testid": "backend-vllm", text: parts.join(" · ") }) : null;
   }
 
   function renderFacts(rep) {

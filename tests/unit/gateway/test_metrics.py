@@ -76,3 +76,22 @@ def test_without_a_vocabulary_labels_are_the_names() -> None:
     m = Metrics(live)
     m.observe(batch([RequestRecord("a", "/v1/embeddings", "anything", 0.0, 0.0, team="t")]))
     assert b'model="anything"' in m.render()
+
+
+def test_backends_export_vllms_numbers_only_when_known() -> None:
+    import time
+    from typing import Any
+
+    from gateway.backends.backend import Backend
+
+    up: Any = object()
+    scraped = Backend("box-a", up, healthy=True, waiting=3.0, kv_cache_usage=0.25, hit_rate=0.75)
+    unknown = Backend("box-b", up, healthy=True, ejected_until=time.monotonic() + 60)
+    m = Metrics(lambda: {**live(), "backends": [scraped, unknown]})
+    text = m.render().decode()
+    assert 'nometer_backend_vllm_waiting{backend="box-a"} 3.0' in text
+    assert 'nometer_backend_vllm_kv_cache_usage{backend="box-a"} 0.25' in text
+    assert 'nometer_backend_prefix_hit_ratio{backend="box-a"} 0.75' in text
+    assert 'nometer_backend_vllm_waiting{backend="box-b"}' not in text  # not vLLM: no number
+    assert 'nometer_backend_ejected{backend="box-b"} 1.0' in text
+    assert 'nometer_backend_ejected{backend="box-a"} 0.0' in text
