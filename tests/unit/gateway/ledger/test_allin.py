@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.ledger import allin
 from gateway.settings import MeterSettings
+from pricing.allin import to_pusd
 
 DAY = 86_400.0
 METER = MeterSettings.model_validate(
@@ -40,11 +41,11 @@ def test_every_box_is_split_and_the_groups_add_up() -> None:
     assert [b["box"] for b in out.boxes] == ["big", "default"]
     for part in allin.PARTS:
         assert sum(g[part] for g in out.groups.values()) == out.totals[part]
-    boxes = sum(allin.to_pusd(Decimal(b["cost_usd"]["total"])) for b in out.boxes)
+    boxes = sum(to_pusd(Decimal(b["cost_usd"]["total"])) for b in out.boxes)
     assert sum(out.totals.values()) == boxes
     # team b used only the default box, a quarter of its busy time: a quarter of its fixed part
     default = next(b for b in out.boxes if b["box"] == "default")
-    fixed = allin.to_pusd(Decimal(default["cost_usd"]["hardware"]))
+    fixed = to_pusd(Decimal(default["cost_usd"]["hardware"]))
     assert out.groups["b"]["hardware"] == fixed // 4
     assert out.groups["b"]["busy_energy"] == 20
 
