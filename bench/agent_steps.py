@@ -18,7 +18,10 @@ step, the least CPU of the runs: other processes on a shared machine only ever a
 `--e2e` measures the same transcript through a real gateway process (and its meter process)
 in front of the fake upstream (tests/support), CPU of the process tree read from /proc over the
 last 10 steps (the kernel counts in 4 ms ticks: a sum over 10 steps, not per step), minus the
-tree's idle CPU for as long (health checks, the recorder's flush timer), measured just before.
+tree's idle CPU for as long (health checks, the recorder's flush timer), measured just before;
+and, as `tiny_request`, the same for a one-message request, since one request at a time costs
+more per request than the amortised figures of docs/benchmarks.md (no batching of wake-ups,
+ledger writes or pipe round trips).
 
 Prints one JSON object: per variant, CPU ms per step (mean over all steps, and median and max of
 the last 10 steps, whose history is the longest: ~60k tokens), the count cache's hits and misses
@@ -184,6 +187,8 @@ def main() -> None:
         "last_history_tokens_o200k": count_chat_prompt(steps[-1], None, tokenizer_for("gpt-4.1")),
         "last_body_bytes": len(orjson.dumps({"messages": steps[-1]})),
     }
+    if args.e2e:  # the same measure for a one-message request: what any request costs this way
+        out["tiny_request"] = e2e([steps[0][:2]] * len(steps), 65_536)
     for name, entries in (("without_cache", 0), ("with_cache", 65_536)):
         if args.e2e:
             out[name] = e2e(steps, entries)
