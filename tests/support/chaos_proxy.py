@@ -31,7 +31,10 @@ Mode = Literal["pass", "down", "freeze"]
 def _reset(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:  # SO_LINGER 0: close() sends a RST, as a dead peer's kernel would
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:  # the peer closed it meanwhile (fd -1): nothing left to reset
+            pass
     writer.close()
 
 
