@@ -17,8 +17,10 @@ flush window is spooled too (and the copy skipped on replay if the write lands),
 never holds more than a window of records in memory. The spool is replayed, oldest batch
 first, as soon as the store answers again (retried with a backoff up to ``_RETRY_MAX_S``); replay
 is idempotent (``INSERT ... ON CONFLICT DO NOTHING``). Only a full spool (``spool_max_bytes``)
-loses records, counted and logged loudly. A graceful stop writes or spools everything; kill -9
-loses what was in memory: at most about one flush window. The next start replays what a dead
+loses records, counted and logged loudly. When the writer is behind (one batch for a window or
+more), what waits in the queue moves to the spool's intake too, so little more than a window is
+ever in memory. A graceful stop writes or spools everything; kill -9 loses what was in memory:
+the current window and the batch being metered. The next start replays what a dead
 process left in the spool directory.
 
 With ``access_log`` on, the same worker thread writes one access-log line per request
@@ -96,6 +98,9 @@ class Recorder:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None  # the meter process being spawned
+        self._spiller: asyncio.Task[None] | None = None
+        self._batch_since: float | None = None  # monotonic: when the writer took its current batch
+        self._write_since: float | None = None  # ...and when the store write running now began
         self._last_loud = 0.0
         self._retry_at = 0.0  # monotonic: no store write before this (it failed just now)
         self._failures = 0
@@ -105,6 +110,7 @@ class Recorder:
         self.lost = 0  # rows that could not be made, or a full spool refused
         self.written = 0
         self.overflowed = 0  # requests the queue had no room for (kept in the spool)
+        self.spilled = 0  # requests moved from the queue to the spool, the writer being behind
         self.replayed = 0  # requests written from the spool
         self.listeners: list[
             Callable[[LedgerBatchLike], Any]
@@ -124,8 +130,9 @@ class Recorder:
         sp = self.spool
         pending = sp.rows_pending
         stalled = None
-        if self._inflight is not None and not self._inflight.done():
-            stalled = "a ledger write has been running for more than one flush window"
+        since = self._write_since
+        if since is not None and time.monotonic() - since > self._window:
+            stalled = f"a ledger write has been running for {time.monotonic() - since:.1f} s"
         return {
             "queue_depth": len(self._queue),
             "spool_batches": pending,
@@ -137,6 +144,7 @@ class Recorder:
             "store_ok": self.writer.last_error is None and stalled is None,
             "store_error": self.writer.last_error or stalled,
             "overflowed": self.overflowed,
+            "spilled": self.spilled,
             "replayed": self.replayed,
             "dead_lettered": self.writer.dead_lettered,
             "written": self.written,
@@ -196,6 +204,27 @@ class Recorder:
 
         self.spool.on_intake = woken
         self._task = asyncio.create_task(self._run(), name="nometer-recorder")
+        self._spiller = asyncio.create_task(self._spill_loop(), name="nometer-recorder-spill")
+
+    async def _spill_loop(self) -> None:
+        """Once a window: if the writer has been on one batch for a window or more (metering is
+        slower than traffic, the store stalls), what waits in the queue goes to the spool's intake
+        now, so no record sits in memory much longer than a window (a kill -9 loses only those)."""
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._window)
+            except TimeoutError:
+                pass
+            since = self._batch_since
+            if since is None or time.monotonic() - since < self._window or not self._queue:
+                continue
+            n = len(self._queue)
+            for _ in range(n):
+                rec = self._queue.popleft()
+                if self.spool.offer(rec):
+                    self.spilled += 1
+                else:
+                    self.lost += 1
 
     def _busy(self) -> bool:
         return bool(self.spool.rows_pending or self.spool.intake_pending)
@@ -251,16 +280,20 @@ class Recorder:
             await self._process(recs, taken)
 
     async def _process(self, batch: list[RequestRecord], taken: Taken | None = None) -> None:
+        self._batch_since = time.monotonic()
         try:
             rows = self.chain.seal(await self._make_rows(batch))  # before any write or spool
         except Exception:
             log.exception("could not turn %d usage events into rows; they are lost", len(batch))
             self.lost += len(batch)
             rows = None
-        if taken is not None:  # sealed: metering them again would seal them twice
-            await asyncio.to_thread(self.spool.consume, taken)
-        if rows is not None:
-            await self._deliver(rows)
+        try:
+            if taken is not None:  # sealed: metering them again would seal them twice
+                await asyncio.to_thread(self.spool.consume, taken)
+            if rows is not None:
+                await self._deliver(rows)
+        finally:
+            self._batch_since = None
 
     async def _make_rows(self, batch: list[RequestRecord]) -> LedgerBatchLike:
         if self._pool is not None and self._pool.ready:
@@ -313,7 +346,12 @@ class Recorder:
             )
 
     async def _write(self, rows: LedgerBatchLike) -> bool:
-        if not await self.writer.write(rows):
+        self._write_since = time.monotonic()
+        try:
+            ok = await self.writer.write(rows)
+        finally:
+            self._write_since = None
+        if not ok:
             self._failures += 1
             delay = min(_RETRY_MIN_S * 2 ** (self._failures - 1), _RETRY_MAX_S)
             self._retry_at = time.monotonic() + delay
@@ -365,6 +403,9 @@ class Recorder:
         if self._task is not None:
             await self._task  # finishes its current batch; never cancelled mid-write
             self._task = None
+        if self._spiller is not None:
+            await self._spiller
+            self._spiller = None
         await self.flush()
         await asyncio.to_thread(self.spool.close_intake)  # what its thread held is on disk now
         await self._meter_intake(stopping=True)

@@ -94,8 +94,10 @@ def test_a_sqlite_outage_during_traffic_is_spooled_and_replayed(tmp_path: Path) 
             lock = WriteLock(g.db_path)
             try:
                 wait_until(lambda: _spooled(g.url), what="a batch in the spool")
+                wait_until(
+                    lambda: _ledger(g.url)["store_ok"] is False, what="readyz to say the store is stuck"
+                )
                 traffic.wait_for(50)  # served while the ledger is unwritable
-                assert _ledger(g.url)["store_ok"] is False
             finally:
                 lock.release()
             traffic.wait_for(20)

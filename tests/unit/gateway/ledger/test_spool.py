@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.ledger.chain import EVENTS, SHADOWS, ChainWalk, Finding
+from gateway.ledger.events import RequestRecord
 from gateway.ledger.recorder import Recorder
 from gateway.ledger.spool import Spool, SpoolFile
 from gateway.ledger.sqlite import SQLiteStore
@@ -197,4 +199,37 @@ async def test_a_write_that_outlasts_its_window_is_spooled_and_counted_once(tmp_
     await store.close()
     assert [e["request_id"] for e in _table(db, EVENTS)] == [f"req-{i}" for i in range(4)]
     assert sum(seen) == 4 and rec.written == 4  # the copy of the landed batch was not counted again
+    assert _walk(db)[0] == []
+
+
+async def test_what_waits_behind_a_slow_batch_is_spilled_to_disk_and_lands_once(tmp_path: Path) -> None:
+    """The meter is slower than traffic (a finalizer that stalls on its first batch: fault
+    injection): records queued meanwhile go to the spool's intake instead of waiting in memory."""
+    db = tmp_path / "l.db"
+    store = SQLiteStore(db)
+    await store.open()
+    real = make_finalizer(None)
+    stalls = [2.0]
+
+    def slow(batch: list[RequestRecord]) -> LedgerBatchLike:
+        if stalls:
+            time.sleep(stalls.pop())
+        return real(batch)
+
+    rec = Recorder(store, _settings(tmp_path), slow)
+    rec.start()
+    rec.record(_rec(0))
+    deadline = asyncio.get_running_loop().time() + 20
+    while stalls and asyncio.get_running_loop().time() < deadline:  # until the stall has begun
+        await asyncio.sleep(0.005)
+    for i in range(1, 6):
+        rec.record(_rec(i))  # behind the stalled batch
+    while rec.spilled == 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert rec.spilled == 5 and rec.depth == 0  # on disk, not in memory
+    while len(_table(db, EVENTS)) < 6 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    await rec.stop()
+    await store.close()
+    assert sorted(e["request_id"] for e in _table(db, EVENTS)) == [f"req-{i}" for i in range(6)]
     assert _walk(db)[0] == []
