@@ -137,6 +137,7 @@ class MeterPool:
             pid = await asyncio.get_running_loop().run_in_executor(self._executor(), ready)
         except Exception:
             log.exception("the meter process did not start; it is retried with the first batch")
+            self.restarts += 1
             pool, self._pool = self._pool, None
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -24,6 +24,7 @@ from gateway.ledger.report import PICO
 from pricing.tables import SHIPPED_SNAPSHOT
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
+from tests.support.traffic import wait_until
 
 MSG: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are terse."},
@@ -298,6 +299,9 @@ def test_meter_runs_in_its_own_process_and_survives_its_death(tmp_path: Path, fa
         c.chat.completions.create(model="fake-model", messages=MSG)
         g.wait_rows(1)
         pool = g.runtime.recorder._pool
+        assert pool is not None
+        wait_until(lambda: pool.ready, 60)  # spawned in the background: up before we kill it
+        assert pool._pool is not None
         procs = list(pool._pool._processes.values())  # the one spawned worker
         assert len(procs) == 1 and procs[0].pid != os.getpid()
         os.kill(procs[0].pid, sig.SIGKILL)
