@@ -169,6 +169,8 @@ async def soak(minutes: float, rps: float) -> dict[str, Any]:
         "lost_sample": lost[:5],
         "dropped_metric": dropped,
         "write_gave_up_lines": log.count("LEDGER WRITE GAVE UP"),
+        # the gateway's own account of anything that went wrong (a 5xx is a bug to find)
+        "log_errors": [line[:2000] for line in log.splitlines() if '"level":"error"' in line][:10],
         "phases": {p: dict(c) for p, c in load.results.items()},
         "latency_ms": {p: {"p50": pct(v, 0.5), "p99": pct(v, 0.99)} for p, v in load.latency.items()},
         "rss_mb": rss,
@@ -205,6 +207,13 @@ def markdown(res: dict[str, Any]) -> str:
         f"Gateway RSS: {rss[0]:.0f} MB at start, {min(rss):.0f}-{max(rss):.0f} MB, {rss[-1]:.0f} MB at the end; "
         f"trend {trend(res['rss_mb']):+.2f} MB/min over {len(rss)} samples.",
     ]
+    if res.get("log_errors"):
+        out += [
+            "",
+            "Gateway log errors (first 10):",
+            "",
+            *(f"    {line[:600]}" for line in res["log_errors"]),
+        ]
     return "\n".join(out)
 
 

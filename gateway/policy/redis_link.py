@@ -42,7 +42,10 @@ class RedisLink:
         )
         self.timeout_s = timeout_s
         self.retry_s = retry_s
-        self._foreign = (RedisError, OSError, TimeoutError)
+        # RuntimeError too: a connection Redis reset mid-command can surface as asyncio's "unable
+        # to perform operation on <TCPTransport closed=True>" (found by bench/soak.py as a 500).
+        # Only the Redis command runs inside call(), so nothing of ours is swallowed by it.
+        self._foreign = (RedisError, OSError, TimeoutError, RuntimeError)
         self._down_until = 0.0
         self.last_error: str | None = None
         self._logged = 0.0
