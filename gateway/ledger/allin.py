@@ -138,9 +138,8 @@ def compute(
             busy_energy_usd=Decimal(sum(e for _, e in units.values())) / PICO,
         )
         out_boxes.append(_box_json(box, cost))
-        weights = {k: b for k, (b, _) in units.items()}
-        hardware = split_pusd(to_pusd(cost.hardware_usd), weights)
-        idle = split_pusd(to_pusd(cost.idle_energy_usd), weights)
+        hardware = _split_by_team(to_pusd(cost.hardware_usd), units)
+        idle = _split_by_team(to_pusd(cost.idle_energy_usd), units)
         if not hardware:  # nobody used the box: its fixed cost is charged to no group
             unattributed["hardware"] += to_pusd(cost.hardware_usd)
             unattributed["idle_energy"] += to_pusd(cost.idle_energy_usd)
@@ -155,6 +154,21 @@ def compute(
     if team is None:
         totals = {p: totals[p] + unattributed[p] for p in PARTS}
     return AllInResult(groups, totals, unattributed, out_boxes if team is None else [], (lo, max(lo, hi)))
+
+
+def _split_by_team(
+    total_pusd: int, units: Mapping[tuple[str, str | None], tuple[int, int]]
+) -> dict[Any, int]:
+    """The fixed cost split by busy share: first per team, then each team's share over its groups,
+    so a team's total is the same whatever the report groups by (a team key's headline equals its
+    by-team row to the pico-dollar). Empty when nobody used the box."""
+    teams: dict[str | None, int] = {}
+    for (_, team), (busy, _) in units.items():
+        teams[team] = teams.get(team, 0) + busy
+    out: dict[Any, int] = {}
+    for team, share in split_pusd(total_pusd, teams).items():
+        out.update(split_pusd(share, {k: b for k, (b, _) in units.items() if k[1] == team}))
+    return out
 
 
 def usd_parts(parts: Mapping[str, int]) -> dict[str, str]:

@@ -63,3 +63,28 @@ def test_an_open_period_ends_now_and_an_unused_box_is_unattributed() -> None:
     out = allin.compute([], plan, since=0.0, until=None, now=DAY, team=None)
     assert out.period == (0.0, DAY) and out.groups == {}
     assert sum(out.unattributed.values()) == sum(out.totals.values()) > 0
+
+
+def test_a_teams_total_does_not_depend_on_the_grouping() -> None:
+    """Three teams, busy times that do not divide the fixed cost evenly, grouped by team and by
+    day: each team's total is the same to the pico-dollar (the dashboard's headline for a team key
+    comes from one grouping, its table from another)."""
+    plan = allin.plan(METER, ["small"])
+    by_day = [
+        row(day, team, "small", busy, 0)
+        for day, team, busy in [
+            ("d0", "a", 0.758385), ("d1", "a", 4.252425), ("d2", "a", 3.842496),
+            ("d0", "b", 1.349838), ("d1", "b", 2.527632), ("d2", "c", 2.302506),
+        ]
+    ]  # fmt: skip
+    by_team: dict[str, dict[str, Any]] = {}
+    for r in by_day:
+        t = by_team.setdefault(r["team"], {**r, "grp": r["team"], "busy_s": 0.0})
+        t["busy_s"] += r["busy_s"]
+    for team in ("a", "b", "c"):
+        days = allin.compute(by_day, plan, since=0.0, until=DAY, now=DAY, team=team)
+        teams = allin.compute(list(by_team.values()), plan, since=0.0, until=DAY, now=DAY, team=team)
+        assert days.totals == teams.totals == teams.groups[team], team
+    whole = allin.compute(by_day, plan, since=0.0, until=DAY, now=DAY, team=None)
+    for part in allin.PARTS:  # (the unused "big" box is nobody's)
+        assert sum(g[part] for g in whole.groups.values()) + whole.unattributed[part] == whole.totals[part]
