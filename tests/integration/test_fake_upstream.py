@@ -133,6 +133,8 @@ def test_requests_are_recorded(fake_upstream: FakeUpstream, client: httpx.Client
     assert recorded.method == "POST" and recorded.model == "fake-model"
     assert recorded.body["stream_options"] == {"include_usage": True}
     assert recorded.headers["x-trace"] == "t1"
+    # the client has the last byte a moment before the handler marks its answer completed
+    fake_upstream.wait_until(lambda _: recorded.outcome != "pending")
     assert recorded.outcome == "completed"
 
 
