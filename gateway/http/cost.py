@@ -29,12 +29,11 @@ import orjson
 
 from gateway import errors
 from gateway.ledger.events import RequestRecord
+from gateway.meter.shadow import METERED
 
 HEADER: Final = b"x-nometer-cost"
 # The endpoints whose answers are priced (the shadow meter's), and so can carry their cost.
-COSTED: Final = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/messages"}
-)
+COSTED: Final = METERED
 
 Price = Callable[[RequestRecord], Awaitable[dict[str, Any]]]
 

@@ -44,7 +44,8 @@ from pricing.tokens import (
 
 PICO = Decimal(10) ** 12
 _CHAT = "/v1/chat/completions"
-_METERED = frozenset({_CHAT, "/v1/completions", "/v1/responses", "/v1/embeddings", anthropic.MESSAGES})
+# the endpoints the shadow meter prices (answers there can carry their cost: gateway/http/cost.py)
+METERED = frozenset({_CHAT, "/v1/completions", "/v1/responses", "/v1/embeddings", anthropic.MESSAGES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,7 @@ class ShadowMeter:
     def _measure(self, rec: RequestRecord, usage: Usage, answer: Answer) -> Shadow | None:
         if (
             rec.route != "local"
-            or rec.endpoint not in _METERED
+            or rec.endpoint not in METERED
             or usage.prompt_tokens is None
             or not rec.request
         ):
