@@ -18,6 +18,7 @@ class Backend:
     max_model_len: dict[str, int] = field(default_factory=dict)
     cards: dict[str, dict[str, object]] = field(default_factory=dict)  # GET /v1/models entries, as served
     healthy: bool = False
+    probe_timeouts: int = 0  # health probes in a row that timed out (BackendPool.refresh)
     outstanding: int = 0
     last_error: str | None = None
     managed: bool = False

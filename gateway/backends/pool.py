@@ -8,6 +8,11 @@ Load is read apart from health, more often: every ``routing.metrics_interval_s``
 scrapes each healthy backend's ``/metrics`` (``gateway.backends.scrape``) when a routing policy or
 an overload rule can use it (several backends, or ``poll_metrics``). A server that has no
 ``/metrics`` is asked again only every ``_NO_METRICS_RETRY_S``.
+
+A healthy backend is marked down at once when a probe is refused or answers badly, but only after
+``PROBE_TIMEOUTS_DOWN`` probes *in a row* time out: one slow ``/health`` (a busy event loop in
+vLLM while it prefills, a loaded CPU box) must not turn every request away with 503 for a whole
+health interval. Requests that fail still eject it at once (``mark_failed`` and the outlier policy).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from adapters.base import UpstreamError
+from adapters.base import UpstreamError, UpstreamTimeout
 from adapters.openai_compat import CompatConfig, OpenAICompatUpstream
 from gateway.backends.backend import Backend
 from gateway.backends.managed import ManagedServer
@@ -29,6 +34,7 @@ from gateway.settings import BackendSettings, RoutingSettings, UpstreamTimeouts
 
 log = logging.getLogger("nometer.backends")
 _NO_METRICS_RETRY_S = 30.0
+PROBE_TIMEOUTS_DOWN = 2  # consecutive timed-out health probes that mark a healthy backend down
 
 
 def build_backends(
@@ -98,12 +104,27 @@ class BackendPool:
                     self.router.rebuild()
             if not backend.healthy:
                 log.info("backend %s healthy, models: %s", backend.name, sorted(backend.models))
-            backend.healthy, backend.last_error = True, None
+            backend.healthy, backend.last_error, backend.probe_timeouts = True, None, 0
             self.serving.set()
+        except UpstreamTimeout as exc:
+            backend.probe_timeouts += 1
+            if backend.healthy and backend.probe_timeouts < PROBE_TIMEOUTS_DOWN:
+                log.info(
+                    "backend %s: health probe timed out (%s); down after %d in a row",
+                    backend.name,
+                    exc,
+                    PROBE_TIMEOUTS_DOWN,
+                )
+                return
+            self._down(backend, exc)
         except (UpstreamError, ValueError, KeyError, TypeError) as exc:
-            if backend.healthy:
-                log.warning("backend %s unhealthy: %s", backend.name, exc)
-            backend.healthy, backend.last_error = False, str(exc) or type(exc).__name__
+            backend.probe_timeouts = 0
+            self._down(backend, exc)
+
+    def _down(self, backend: Backend, exc: Exception) -> None:
+        if backend.healthy:
+            log.warning("backend %s unhealthy: %s", backend.name, exc)
+        backend.healthy, backend.last_error = False, str(exc) or type(exc).__name__
 
     @property
     def scraping(self) -> bool:

@@ -74,3 +74,37 @@ async def test_scrape_fills_the_backend_and_a_server_without_metrics_is_asked_ra
     assert b.waiting is None and b.queue == 2.0  # unknown: the gateway's own in-flight count
     assert vllm.asked == 2 and other.asked == 1  # not asked again for a while
     assert not BackendPool(Router([a], {}), UpstreamTimeouts(), RoutingSettings()).scraping
+
+
+class _Probed:
+    """Answers /health with what ``script`` says next: a status, or an exception to raise."""
+
+    def __init__(self, *script: int | Exception) -> None:
+        self.script = list(script)
+
+    async def probe(self, path: str, timeout_s: float) -> int:
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+async def test_one_timed_out_probe_keeps_a_healthy_backend_two_mark_it_down() -> None:
+    from adapters.base import UpstreamConnectError, UpstreamTimeout
+    from gateway.backends.pool import PROBE_TIMEOUTS_DOWN, BackendPool
+    from gateway.backends.routing import Router
+    from gateway.settings import RoutingSettings, UpstreamTimeouts
+
+    slow = UpstreamTimeout("GET /health: timed out")
+    up = _Probed(200, slow, 200, slow, slow, 200, UpstreamConnectError("refused"), slow)
+    b = Backend("a", up, static_models=("m",), models=frozenset({"m"}))  # type: ignore[arg-type]
+    pool = BackendPool(Router([b], {}), UpstreamTimeouts(), RoutingSettings())
+    seen = []
+    for _ in range(len(up.script)):
+        await pool.refresh(b)
+        seen.append(b.healthy)
+    assert PROBE_TIMEOUTS_DOWN == 2
+    # up; one timeout tolerated; up; two in a row: down; back; refused: down at once;
+    # a timeout while down keeps it down
+    assert seen == [True, True, True, True, False, True, False, False]
+    assert b.last_error is not None and "timed out" in b.last_error
