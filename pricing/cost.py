@@ -52,11 +52,18 @@ class CloudUsage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        counts = (self.input_tokens, self.output_tokens, self.cached_tokens, self.cache_write_tokens)
-        if any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in (*counts, self.reasoning_tokens)
-        ):
-            raise ValueError(f"token counts must be non-negative integers: {self}")
+        counts = (
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+        )
+        for n in counts:  # a plain loop: this runs for every reference of every request
+            if type(n) is not int and (isinstance(n, bool) or not isinstance(n, int)):
+                raise ValueError(f"token counts must be non-negative integers: {self}")
+            if n < 0:
+                raise ValueError(f"token counts must be non-negative integers: {self}")
         if self.cached_tokens + self.cache_write_tokens > self.input_tokens:
             raise ValueError(f"cached + cache-write tokens exceed input tokens: {self}")
         if self.reasoning_tokens > self.output_tokens:
@@ -91,8 +98,27 @@ AppliedRate = tuple[Decimal, str]
 
 
 def applied_rates(price: ModelPrice, prompt_tokens: int) -> dict[RateKind, AppliedRate] | None:
-    """The rate each kind of token is billed at for a prompt this long; `None` if unpriced."""
+    """The rate each kind of token is billed at for a prompt this long; `None` if unpriced.
+
+    The answer depends only on the price and the tier the prompt falls in: it is kept per
+    (price object, tier) (prices are immutable; the entry holds the price, so its id stays its own)."""
     tier = price.tier_for(prompt_tokens)
+    key = (id(price), None if tier is None else tier.threshold)
+    hit = _RATES.get(key)
+    if hit is not None and hit[0] is price:
+        return hit[1]
+    rates = _applied_rates(price, tier)
+    if len(_RATES) >= _RATES_MAX:
+        _RATES.clear()
+    _RATES[key] = (price, rates)
+    return rates
+
+
+_RATES: dict[tuple[int, int | None], tuple[ModelPrice, dict[RateKind, AppliedRate] | None]] = {}
+_RATES_MAX: Final = 4096
+
+
+def _applied_rates(price: ModelPrice, tier: PriceTier | None) -> dict[RateKind, AppliedRate] | None:
     input_rate = _rate(price, tier, "input")
     output_rate = _rate(price, tier, "output")
     if input_rate is None or output_rate is None:

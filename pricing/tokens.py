@@ -36,7 +36,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Final, Literal
 
@@ -91,6 +91,7 @@ _TOOL_OVERHEAD: Final[Mapping[str, _ToolOverhead]] = {
 }
 
 
+@lru_cache(maxsize=4096)  # pure in `model`; the meter asks for the same few names per request
 def tokenizer_for(model: str) -> TokenizerSpec:
     """The counting rule for a cloud model name (provider prefixes and `ft:` are ignored)."""
     bare = model.lower().rsplit("/", 1)[-1].removeprefix("ft:")
@@ -105,6 +106,7 @@ def tokenizer_for(model: str) -> TokenizerSpec:
     return TokenizerSpec(O200K, O200K, Decimal(1), True, "unknown")
 
 
+@lru_cache(maxsize=4096)
 def is_reasoning_model(model: str) -> bool:
     """Whether a cloud model bills hidden reasoning tokens (OpenAI's o-series and gpt-5 reasoning
     models; not `gpt-5-chat`): its receipts say whether that reasoning was modelled."""
@@ -181,6 +183,7 @@ def _raw(text: str, enc: tiktoken.Encoding) -> int:
     return len(enc.encode_ordinary(text)) if text else 0
 
 
+@lru_cache(maxsize=256)
 def unscaled(spec: TokenizerSpec) -> TokenizerSpec:
     """The same encoding with factor 1: count once with it, then `scale` for each family.
 

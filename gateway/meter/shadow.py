@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -29,7 +30,7 @@ from pricing.count_cache import CountCache
 from pricing.local import BoxCost, LocalCost, request_local_cost
 from pricing.money import CONTEXT, as_decimal, decimal_str
 from pricing.receipt import ReceiptInputs, ReferenceTokens
-from pricing.tables import CloudTier, PriceTable
+from pricing.tables import CloudTier, ModelPrice, PriceTable
 from pricing.tokens import (
     REPLY_PRIMING,
     TokenizerSpec,
@@ -43,6 +44,9 @@ from pricing.tokens import (
 )
 
 PICO = Decimal(10) ** 12
+_MEMO_MAX = (
+    4096  # entries of the meter's per-name lookups (reference names are few; requested ones the client's)
+)
 _CHAT = "/v1/chat/completions"
 # the endpoints the shadow meter prices (answers there can carry their cost: gateway/http/cost.py)
 METERED = frozenset({_CHAT, "/v1/completions", "/v1/responses", "/v1/embeddings", anthropic.MESSAGES})
@@ -71,6 +75,7 @@ def box_cost(b: BoxSettings) -> BoxCost:
     )
 
 
+@lru_cache(maxsize=64)  # BoxCost is immutable and hashable; one or a few boxes per gateway
 def box_json(box: BoxCost) -> str:
     return orjson.dumps(
         {
@@ -110,6 +115,7 @@ class ShadowMeter:
         entries = settings.count_cache_entries
         self.counts = CountCache(entries) if entries else None
         self._chat: ChatCounter = self.counts.chat_prompt if self.counts is not None else count_chat_prompt
+        self._prices: dict[tuple[str, CloudTier], tuple[str | None, ModelPrice | None]] = {}
 
     def references(self, rec: RequestRecord) -> list[str]:
         s = self.settings
@@ -172,13 +178,25 @@ class ShadowMeter:
         local = request_local_cost(inputs.busy_seconds, inputs.joules, inputs.box)
         costs = []
         for ref in refs:
-            key = self.table.resolve(ref.model)
-            price, _, _ = service_price(None if key is None else self.table.models[key], inputs.cloud_tier)
+            key, price = self._price(ref.model, inputs.cloud_tier)
             cost = cloud_cost(price, ref.usage, inputs.cache_mode)
             with localcontext(CONTEXT):
                 savings = None if cost.total is None else cost.total - local.total
             costs.append((key, cost, savings))
         return Shadow(inputs, local, tuple(costs))
+
+    def _price(self, ref: str, tier: CloudTier) -> tuple[str | None, ModelPrice | None]:
+        """The table key of ``ref`` and the prices of ``tier`` for it. The table is this meter's
+        and never changes, so the answer is kept per (name, tier): a receipt recomputes it the
+        same way from the same table (``pricing.receipt``)."""
+        hit = self._prices.get((ref, tier))
+        if hit is None:
+            key = self.table.resolve(ref)
+            price, _, _ = service_price(None if key is None else self.table.models[key], tier)
+            if len(self._prices) >= _MEMO_MAX:  # names are the client's: bounded
+                self._prices.clear()
+            hit = self._prices[(ref, tier)] = (key, price)
+        return hit
 
     def _count(
         self,
