@@ -7,7 +7,8 @@ core (measured: 1.10 -> 0.41 ms of gateway-process CPU per request, +0.81 -> +0.
 when it moved out; docs/benchmarks.md). So by default a single worker process does it: batches
 go there by pickle and ledger rows come back; the gateway process only writes them. One worker,
 so the prefix tracker sees every request in order. If the worker dies, the recorder meters that
-batch in a thread and starts a new worker for the next one: no record is lost.
+batch in a thread and starts a new worker for the next one: no record is lost. The batches cross
+two pipes that the event loop reads itself (``MeterPool``), with no thread of ours in between.
 
 The worker never outlives the gateway: after a kill -9 of the gateway nothing would ever stop it
 (nor the ``multiprocessing`` resource tracker, which lives as long as the worker holds its pipe).
@@ -24,13 +25,15 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from gateway import logs
@@ -111,52 +114,189 @@ def ready() -> int:
 
 
 class MeterPool:
-    """One metering process (spawned: no fork of a threaded server), started with the recorder."""
+    """One metering process (spawned: no fork of a threaded server), started with the recorder.
+
+    Batches go over a pipe, read by the event loop itself (``loop.add_reader``): no thread in the
+    gateway process hands them over. ``concurrent.futures.ProcessPoolExecutor`` did this with two
+    threads of its own (a manager and a queue feeder) that each woke per batch; on a box serving
+    one agent step at a time that cost about 0.4 ms of CPU per request (docs/benchmarks.md 5b).
+    One message at a time (the recorder meters one batch at a time): a pickled ``(verb, arg)``
+    each way. A write larger than ``_INLINE_WRITE`` goes through a thread, so a huge batch never
+    blocks the event loop while the worker drains the pipe. EOF or a broken pipe means the worker
+    died: the call fails, the recorder meters that batch in a thread, and the next call spawns a
+    new worker."""
 
     def __init__(self, config: MeterConfig):
         self.config = config
-        self._pool: ProcessPoolExecutor | None = None
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: tuple[Connection, Connection] | None = None  # (requests, results), ours
+        self._lock: asyncio.Lock | None = None
         self.restarts = 0
         self.ready = False  # start() saw the worker answer (the recorder meters in a thread until then)
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init,
-                initargs=(
-                    self.config if self.config.parent_pid else replace(self.config, parent_pid=os.getpid()),
-                ),
-            )
-        return self._pool
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid, while one runs."""
+        return None if self._proc is None else self._proc.pid
+
+    def _spawn(self) -> tuple[Connection, Connection]:
+        ctx = multiprocessing.get_context("spawn")
+        # two one-way pipes: the loop watches the results pipe (which makes its fd non-blocking);
+        # the requests pipe stays blocking, so a write waits for the worker to drain it
+        results, results_w = ctx.Pipe(duplex=False)
+        requests_r, requests = ctx.Pipe(duplex=False)
+        config = self.config if self.config.parent_pid else replace(self.config, parent_pid=os.getpid())
+        proc = ctx.Process(
+            target=serve, args=(config, requests_r, results_w), name="nometer-meter", daemon=True
+        )
+        proc.start()
+        requests_r.close()  # the worker holds those ends: our copies would hide its EOF from us,
+        results_w.close()  # and ours from it
+        os.set_blocking(results.fileno(), False)  # read as it arrives (uvloop would; asyncio not)
+        self._proc, self._conn = proc, (requests, results)
+        return requests, results
+
+    async def _call(self, verb: str, arg: object) -> object:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            conns = self._conn
+            if conns is None:  # on the loop's thread: PR_SET_PDEATHSIG follows the thread that spawns
+                conns = self._spawn()
+            requests, results = conns
+            loop = asyncio.get_running_loop()
+            payload = pickle.dumps((verb, arg), protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                if len(payload) <= _INLINE_WRITE:
+                    requests.send_bytes(payload)  # the worker waits to read: the pipe takes it at once
+                else:
+                    await asyncio.to_thread(requests.send_bytes, payload)
+                raw = await _read_frame(loop, results.fileno())
+            except BaseException:  # died, or cancelled mid-call: the pipes' state is unknown
+                self._drop()
+                raise
+            status, value = pickle.loads(raw)
+            if status != "ok":
+                raise MeterWorkerError(str(value))
+            return value
+
+    def _drop(self) -> None:
+        """Forget the worker (dead or failing): the next call spawns a new one."""
+        conns, proc = self._conn, self._proc
+        self._conn = self._proc = None
+        if conns is not None:
+            for c in conns:
+                c.close()  # a live worker reads EOF and exits
+        if proc is not None and proc.is_alive():
+            proc.kill()
 
     async def start(self) -> None:
         """Spawn the worker now (not on the first batch) and wait until it is up."""
         try:
-            pid = await asyncio.get_running_loop().run_in_executor(self._executor(), ready)
+            pid = await self._call("ready", None)
         except Exception:
             log.exception("the meter process did not start; it is retried with the first batch")
             self.restarts += 1
-            pool, self._pool = self._pool, None
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+            self._drop()
             self.ready = True  # the first batch spawns it again (and falls back to a thread if it fails)
             return
         self.ready = True
-        log.debug("meter process %d started", pid)
+        log.debug("meter process %s started", pid)
 
     async def run(self, batch: list[RequestRecord]) -> LedgerBatch:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor(), finalize, batch)
+            rows = await self._call("finalize", batch)
         except Exception:
-            pool, self._pool = self._pool, None  # a new worker for the next batch
             self.restarts += 1
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+            self._drop()  # a new worker for the next batch
             raise
+        assert isinstance(rows, LedgerBatch)
+        return rows
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True)
+        proc = self._proc
+        self._drop_gently()
+        if proc is not None:
+            await asyncio.to_thread(_reap, proc)
+
+    def _drop_gently(self) -> None:
+        conns = self._conn
+        self._conn = self._proc = None
+        if conns is not None:
+            for c in conns:
+                c.close()  # EOF: the worker's loop ends
+
+
+_INLINE_WRITE = 1 << 20  # bytes: larger batches are written to the pipe from a thread
+
+
+class MeterWorkerError(Exception):
+    """The meter process raised while metering a batch (its message and traceback are logged there)."""
+
+
+def _reap(proc: multiprocessing.process.BaseProcess) -> None:
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
+
+
+async def _read_frame(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+    """One message from the worker (``multiprocessing.connection`` framing: a 4-byte big-endian
+    length, or -1 and an 8-byte one), read by the event loop as it arrives: never a blocking read."""
+    done: asyncio.Future[bytes] = loop.create_future()
+    buf = bytearray()
+
+    def readable() -> None:
+        if done.done():
+            return
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 1 << 20)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    raise EOFError("the meter process closed its pipe")
+                buf.extend(chunk)
+            if len(buf) < 4:
+                return
+            (n,) = struct.unpack("!i", buf[:4])
+            head = 4
+            if n == -1:
+                if len(buf) < 12:
+                    return
+                (n,) = struct.unpack("!Q", buf[4:12])
+                head = 12
+            if len(buf) >= head + n:
+                done.set_result(bytes(buf[head : head + n]))
+        except BaseException as exc:  # EOF, reset: the worker died
+            done.set_exception(exc)
+
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+
+
+def serve(config: MeterConfig, requests: Connection, results: Connection) -> None:
+    """The worker's loop: one ``(verb, arg)`` at a time until the gateway closes the pipe."""
+    init(config)
+    conn = results
+    while True:
+        try:
+            raw = requests.recv_bytes()
+        except (EOFError, OSError):
+            return  # the gateway closed its end (or died)
+        verb, arg = pickle.loads(raw)
+        try:
+            value: object = finalize(arg) if verb == "finalize" else ready()
+            out = pickle.dumps(("ok", value), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            log.exception("metering a batch failed in the meter process")
+            out = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            conn.send_bytes(out)
+        except OSError:
+            return
