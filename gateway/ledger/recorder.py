@@ -51,6 +51,9 @@ _RETRY_MIN_S = 0.2  # after a failed write the store is tried again after this, 
 _RETRY_MAX_S = 2.0  # ...up to this, for as long as it is down (every batch meanwhile spooled)
 _STOP_ATTEMPTS = 3  # a graceful stop tries the store this often (then the spool keeps the rest)...
 _STOP_RETRY_S = 2.0  # ...but retries only within this (each try is bounded by write_timeout_s)
+# batches of at most this many requests update the metrics on the event loop (tens of
+# microseconds); larger ones in a worker thread (a thread hand-off costs more than a few rows)
+_NOTIFY_INLINE = 16
 
 
 def _first_seal(rows: LedgerBatchLike) -> tuple[object, object] | None:
@@ -269,6 +272,8 @@ class Recorder:
     async def _meter_intake(self, *, stopping: bool = False) -> None:
         """Take overflowed requests back from the spool, while the queue leaves room for them."""
         while stopping or len(self._queue) < self._max // 2 + 1:
+            if not self.spool.intake_pending:
+                return  # nothing overflowed (the common case): no hop to the spool's thread
             try:
                 got = await asyncio.to_thread(self.spool.take_intake, self._batch_max)
             except OSError as exc:
@@ -360,8 +365,11 @@ class Recorder:
             log.warning("the ledger store answers again after %d failed writes", self._failures)
         self._failures = 0
         self.written += len(rows.events)
-        if self.listeners:  # metrics: CPU work, so in the worker thread, not on the event loop
-            await asyncio.to_thread(self._notify, rows)
+        if self.listeners:  # metrics: CPU work; a large batch's in a worker thread, off the event loop
+            if len(rows.events) <= _NOTIFY_INLINE:
+                self._notify(rows)  # a few requests: cheaper here than the hand-off to a thread
+            else:
+                await asyncio.to_thread(self._notify, rows)
         return True
 
     async def _settled(self, *, wait: bool = False) -> bool:
