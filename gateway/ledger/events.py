@@ -133,3 +133,19 @@ SHADOW_COLUMNS: tuple[str, ...] = (
 # (one chain per gateway process), the row's place in it, when it was sealed, the previous row's
 # digest and this row's (``gateway.ledger.chain``).
 CHAIN_COLUMNS: tuple[str, ...] = ("chain_id", "chain_seq", "sealed_at", "chain_prev", "chain_digest")
+
+
+def warm_up_record(now: float) -> RequestRecord:
+    """A made-up request to meter once at start (rows dropped), so the tokenizers and the price
+    table load then, not with the first real batch (``Recorder.warm``, the meter process's init)."""
+    return RequestRecord(
+        "warm-up",
+        "/v1/chat/completions",
+        "warm-up",
+        now,
+        0.0,
+        status=200,
+        request={"model": "warm-up", "messages": [{"role": "user", "content": "warm up"}]},
+        response=b'{"choices":[{"message":{"role":"assistant","content":"ok"}}],'
+        b'"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}',
+    )

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from gateway import logs
 from gateway.ledger.chain import Sealer
-from gateway.ledger.events import EVENT_COLUMNS, RequestRecord
+from gateway.ledger.events import EVENT_COLUMNS, RequestRecord, warm_up_record
 from gateway.ledger.spool import Spool, SpoolFull, Taken, spool_dir
 from gateway.ledger.store import LedgerBatchLike, Store
 from gateway.ledger.writer import BatchWriter
@@ -183,17 +183,7 @@ class Recorder:
         """Meter one made-up request here and drop its rows, so the tokenizers and the price table
         load before the first request (a second or two on a small box), not while real records
         wait for them in memory, where a kill -9 would lose them."""
-        rec = RequestRecord(
-            "warm-up",
-            "/v1/chat/completions",
-            "warm-up",
-            time.time(),
-            0.0,
-            status=200,
-            request={"model": "warm-up", "messages": [{"role": "user", "content": "warm up"}]},
-            response=b'{"choices":[{"message":{"role":"assistant","content":"ok"}}],'
-            b'"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}',
-        )
+        rec = warm_up_record(time.time())
         try:
             await asyncio.to_thread(self._finalize, [rec])
         except Exception:

@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from gateway import logs
-from gateway.ledger.events import EVENT_COLUMNS, RequestRecord
+from gateway.ledger.events import EVENT_COLUMNS, RequestRecord, warm_up_record
 from gateway.meter.rows import LedgerBatch, estimate_prompt_tokens, make_finalizer
 from gateway.meter.shadow import ShadowMeter
 from gateway.settings import MeterSettings
@@ -94,6 +94,12 @@ def init(config: MeterConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateway, which stops us
     logs.setup(config.log_level, config.log_format)
     table = PriceStore(config.price_dir).get(config.table_id)
+    try:  # tokenizers loaded now, with a meter thrown away after (its prefix tracker saw the warm-up)
+        make_finalizer(estimate_prompt_tokens, ShadowMeter(config.meter, table, config.aliases))(
+            [warm_up_record(time.time())]
+        )
+    except Exception:
+        log.exception("warming the meter process up failed (its first batch will load it)")
     _finalize = make_finalizer(estimate_prompt_tokens, ShadowMeter(config.meter, table, config.aliases))
     _access_log = config.access_log
 
