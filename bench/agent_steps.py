@@ -16,12 +16,14 @@ meter's own prefix tracking runs (the costlier, default path with vLLM).
 Each variant runs the whole transcript `--repeat` times (a fresh meter each time) and keeps, per
 step, the least CPU of the runs: other processes on a shared machine only ever add to a figure.
 `--e2e` measures the same transcript through a real gateway process (and its meter process)
-in front of the fake upstream (tests/support), CPU of the process tree read from /proc over the
-last 10 steps (the kernel counts in 4 ms ticks: a sum over 10 steps, not per step), minus the
-tree's idle CPU for as long (health checks, the recorder's flush timer), measured just before;
-and, as `tiny_request`, the same for a one-message request, since one request at a time costs
-more per request than the amortised figures of docs/benchmarks.md (no batching of wake-ups,
-ledger writes or pipe round trips).
+in front of the fake upstream (tests/support): each of the last 10 steps alone, as an agent
+sends them (the next step only after this one's ledger row is written), CPU of the process tree
+from the kernel's nanosecond per-thread run times (`/proc/PID/task/TID/schedstat`; the 4 ms
+ticks of /proc/PID/stat are too coarse for one step), minus the tree's idle CPU for as long
+(health checks, timers), measured just before. `tiny_request` is the same for a one-message
+request: what any request costs when it comes alone, the figure to set a long step against
+(alone, nothing is amortised: the recorder wakes, the batch of one crosses to the meter process
+and back and is written in its own transaction, all with cold caches).
 
 Prints one JSON object: per variant, CPU ms per step (mean over all steps, and median and max of
 the last 10 steps, whose history is the longest: ~60k tokens), the count cache's hits and misses
@@ -104,20 +106,26 @@ def run(steps: list[list[dict[str, Any]]], entries: int) -> tuple[list[float], S
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + sys) of a process and its children (/proc/PID/stat)."""
-    total, todo = 0, [pid]
+    """CPU seconds of a process and its children: the sum over their threads of the kernel's
+    nanosecond run time (``/proc/PID/task/TID/schedstat``), or of user + sys ticks (4 ms on this
+    kernel: too coarse for a few milliseconds per step) where schedstat is missing."""
+    total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
             for tid in os.listdir(f"/proc/{p}/task"):
+                try:
+                    with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                        total += int(f.read().split()[0]) / 1e9
+                except (OSError, ValueError, IndexError):
+                    with open(f"/proc/{p}/task/{tid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
                 with open(f"/proc/{p}/task/{tid}/children") as f:
                     todo += [int(x) for x in f.read().split()]
         except OSError:
             continue
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def e2e(steps: list[list[dict[str, Any]]], entries: int) -> dict[str, Any]:
@@ -160,14 +168,17 @@ def e2e(steps: list[list[dict[str, Any]]], entries: int) -> dict[str, Any]:
             idle0, w0 = tree_cpu_s(g.pid), time.monotonic()
             time.sleep(3)
             idle_rate = (tree_cpu_s(g.pid) - idle0) / (time.monotonic() - w0)
-            cpu0, w0 = tree_cpu_s(g.pid), time.monotonic()
-            for messages in steps[-10:]:
+            per_step = []
+            for i, messages in enumerate(steps[-10:]):
+                cpu0, w0 = tree_cpu_s(g.pid), time.monotonic()
                 post(messages)
-            settle(len(steps))
-            cpu, wall = tree_cpu_s(g.pid) - cpu0, time.monotonic() - w0
+                settle(len(steps) - 9 + i)  # this step's row is written: its metering is done
+                cpu, wall = tree_cpu_s(g.pid) - cpu0, time.monotonic() - w0
+                per_step.append((cpu - idle_rate * wall) * 1000)
     return {
-        "cpu_ms_per_step_last10": round((cpu - idle_rate * wall) / 10 * 1000, 2),
-        "cpu_ms_per_step_last10_raw": round(cpu / 10 * 1000, 2),
+        "cpu_ms_per_step_last10": round(statistics.median(per_step), 2),
+        "cpu_ms_per_step_last10_mean": round(statistics.fmean(per_step), 2),
+        "cpu_ms_per_step_last10_max": round(max(per_step), 2),
         "idle_cpu_ms_per_s": round(idle_rate * 1000, 2),
     }
 
