@@ -127,8 +127,9 @@ class MeterPool:
     threads of its own (a manager and a queue feeder) that each woke per batch; on a box serving
     one agent step at a time that cost about 0.4 ms of CPU per request (docs/benchmarks.md 5b).
     One message at a time (the recorder meters one batch at a time): a pickled ``(verb, arg)``
-    each way. A write larger than ``_INLINE_WRITE`` goes through a thread, so a huge batch never
-    blocks the event loop while the worker drains the pipe. EOF or a broken pipe means the worker
+    each way. A request that fits the pipe's buffer (raised to ``_PIPE_BYTES`` where the kernel
+    allows) is written at once, a larger one from a thread, so the event loop never waits for the
+    worker to drain the pipe. EOF or a broken pipe means the worker
     died: the call fails, the recorder meters that batch in a thread, and the next call spawns a
     new worker."""
 
@@ -137,6 +138,7 @@ class MeterPool:
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: tuple[Connection, Connection] | None = None  # (requests, results), ours
         self._lock: asyncio.Lock | None = None
+        self._inline = _PIPE_DEFAULT  # bytes the requests pipe holds: a write up to that never blocks
         self.restarts = 0
         self.ready = False  # start() saw the worker answer (the recorder meters in a thread until then)
 
@@ -159,6 +161,7 @@ class MeterPool:
         requests_r.close()  # the worker holds those ends: our copies would hide its EOF from us,
         results_w.close()  # and ours from it
         os.set_blocking(results.fileno(), False)  # read as it arrives (uvloop would; asyncio not)
+        self._inline = _pipe_buffer(requests.fileno())
         self._proc, self._conn = proc, (requests, results)
         return requests, results
 
@@ -173,8 +176,8 @@ class MeterPool:
             loop = asyncio.get_running_loop()
             payload = pickle.dumps((verb, arg), protocol=pickle.HIGHEST_PROTOCOL)
             try:
-                if len(payload) <= _INLINE_WRITE:
-                    requests.send_bytes(payload)  # the worker waits to read: the pipe takes it at once
+                if len(payload) + 12 <= self._inline:  # 12: the frame's header
+                    requests.send_bytes(payload)  # fits the pipe's buffer: never blocks
                 else:
                     await asyncio.to_thread(requests.send_bytes, payload)
                 raw = await _read_frame(loop, results.fileno())
@@ -233,7 +236,19 @@ class MeterPool:
                 c.close()  # EOF: the worker's loop ends
 
 
-_INLINE_WRITE = 1 << 20  # bytes: larger batches are written to the pipe from a thread
+_PIPE_DEFAULT = 1 << 16  # Linux's default pipe buffer (elsewhere we assume one page: 4 KiB)
+_PIPE_BYTES = 1 << 20  # asked for; Linux grants up to /proc/sys/fs/pipe-max-size (1 MiB by default)
+
+
+def _pipe_buffer(fd: int) -> int:
+    """Raise the pipe's buffer to ``_PIPE_BYTES`` where the kernel lets us; what it holds now."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+    except (ImportError, AttributeError, OSError):
+        return 4096 if sys.platform != "linux" else _PIPE_DEFAULT
 
 
 class MeterWorkerError(Exception):

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.ledger.events import RequestRecord
 from gateway.meter.tables import pinned_table
-from gateway.meter.worker import _INLINE_WRITE, MeterConfig, MeterPool, _read_frame
+from gateway.meter.worker import _PIPE_BYTES, MeterConfig, MeterPool, _pipe_buffer, _read_frame
 from gateway.settings import MeterSettings
 from pricing.store import PriceStore
 
@@ -81,10 +81,11 @@ async def test_pool_meters_small_and_huge_batches_and_survives_the_workers_death
         assert pool.ready and pool.restarts == 0 and pool.pid is not None
         rows = await pool.run([_record(0)])
         assert len(rows.events) == 1 and len(rows.shadows) == 1
-        big = [_record(i, "x " * 2000) for i in range(400)]  # > _INLINE_WRITE: written from a thread
+        assert (1 << 16) <= pool._inline <= _PIPE_BYTES  # raised where the kernel allows
+        big = [_record(i, "x " * 2000) for i in range(400)]  # more than the pipe holds: from a thread
         rows = await pool.run(big)
         assert len(rows.events) == 400 and [e[0] for e in rows.events] == [f"r{i}" for i in range(400)]
-        assert sum(len(r.request["messages"][0]["content"]) for r in big if r.request) > _INLINE_WRITE
+        assert sum(len(r.request["messages"][0]["content"]) for r in big if r.request) > _PIPE_BYTES
         first = pool.pid
         os.kill(first, signal.SIGKILL)
         with pytest.raises((EOFError, OSError)):
@@ -97,3 +98,17 @@ async def test_pool_meters_small_and_huge_batches_and_survives_the_workers_death
     finally:
         await pool.close()
     assert pool.pid is None
+
+
+def test_pipe_buffer_is_raised_and_a_write_that_fits_never_blocks() -> None:
+    r, w = os.pipe()
+    try:
+        size = _pipe_buffer(w)
+        assert size >= 1 << 16
+        os.set_blocking(w, False)
+        os.write(w, b"x" * size)  # no reader yet: a blocking pipe would hang, this one would raise
+        with pytest.raises(BlockingIOError):
+            os.write(w, b"x")
+    finally:
+        os.close(r)
+        os.close(w)
