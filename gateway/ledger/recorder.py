@@ -103,6 +103,7 @@ class Recorder:
         self._starting: asyncio.Task[None] | None = None  # the meter process being spawned
         self._spiller: asyncio.Task[None] | None = None
         self._batch_since: float | None = None  # monotonic: when the writer took its current batch
+        self._batching = asyncio.Event()  # set while a batch is metered or written (wakes the spiller)
         self._write_since: float | None = None  # ...and when the store write running now began
         self._last_loud = 0.0
         self._retry_at = 0.0  # monotonic: no store write before this (it failed just now)
@@ -204,8 +205,12 @@ class Recorder:
         slower than traffic, the store stalls), what waits in the queue goes to the spool's intake
         now, so no record sits in memory much longer than a window (a kill -9 loses only those)."""
         while not self._stopping.is_set():
+            if not self._batching.is_set():  # idle: nothing to watch, no wake-up every window
+                await self._batching.wait()
+                continue
             try:
-                await asyncio.wait_for(self._stopping.wait(), self._window)
+                async with asyncio.timeout(self._window):  # no task per wait, unlike wait_for()
+                    await self._stopping.wait()
             except TimeoutError:
                 pass
             since = self._batch_since
@@ -236,13 +241,15 @@ class Recorder:
             if self._busy():  # a spool to replay: come back after the retry delay at the latest
                 wait = max(self._retry_at - time.monotonic(), self._window)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
             else:
                 await self._wake.wait()
             try:  # gather a batch for one window; a stop cuts the wait short
-                await asyncio.wait_for(self._stopping.wait(), self._window)
+                async with asyncio.timeout(self._window):  # no task per wait, unlike wait_for()
+                    await self._stopping.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -276,6 +283,7 @@ class Recorder:
 
     async def _process(self, batch: list[RequestRecord], taken: Taken | None = None) -> None:
         self._batch_since = time.monotonic()
+        self._batching.set()
         try:
             rows = self.chain.seal(await self._make_rows(batch))  # before any write or spool
         except Exception:
@@ -289,6 +297,7 @@ class Recorder:
                 await self._deliver(rows)
         finally:
             self._batch_since = None
+            self._batching.clear()
 
     async def _make_rows(self, batch: list[RequestRecord]) -> LedgerBatchLike:
         if self._pool is not None and self._pool.ready:
@@ -397,6 +406,7 @@ class Recorder:
     async def stop(self) -> None:
         """Stop the writer and write or spool everything (called on graceful shutdown)."""
         self._stopping.set()
+        self._batching.set()  # the spiller sees the stop
         self._wake.set()
         if self._task is not None:
             await self._task  # finishes its current batch; never cancelled mid-write

@@ -73,7 +73,8 @@ class BatchWriter:
         self.last_error: str | None = None
 
     async def _insert(self, batch: LedgerBatchLike) -> None:
-        await asyncio.wait_for(self._store.insert_batch(batch), self._timeout)
+        async with asyncio.timeout(self._timeout):  # no extra task per write, unlike wait_for()
+            await self._store.insert_batch(batch)
 
     async def write(self, batch: LedgerBatchLike) -> bool:
         """True once the batch is in the store (or its refused requests dead-lettered)."""
@@ -105,7 +106,8 @@ class BatchWriter:
                 dead.append(dead_letter(unit, exc))
         if dead:
             try:
-                await asyncio.wait_for(self._store.insert_dead_letters(dead), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await self._store.insert_dead_letters(dead)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("dead letters not written (%s): the batch is spooled", self.last_error)
