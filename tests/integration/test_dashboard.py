@@ -16,8 +16,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +29,22 @@ from gateway.ledger.keystore import KeyStore
 from gateway.ledger.reader import open_reader
 from gateway.meter.audit import Auditor, record
 from gateway.meter.rows import LedgerBatch
+from tests.support.dashboard import (
+    ADMIN_KEY,
+    World,
+    chromium,
+    expect_money,
+    expect_table,
+    open_dashboard,
+    text,
+    wait_ready,
+)
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.gateway_server import GatewayServer, gateway_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana" / "nometer-dashboard.json"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ADMIN_ENV = "NOMETER_TEST_DASHBOARD_ADMIN_KEY"
-ADMIN_KEY = "sk-nometer-admin-dashboard-test"
 HOSTED_ENV = "NOMETER_TEST_DASHBOARD_HOSTED_KEY"
 DEMO_PER_WEEKDAY = 2000  # ledger copies per weekday (see replay): a month of a busy small team
 WORDS = [
@@ -117,37 +115,6 @@ TRAFFIC: list[tuple[str, str | None, int, int, bool]] = [
 
 def prompt(n: int, seed: int) -> str:
     return " ".join(WORDS[(seed + i * 7) % len(WORDS)] for i in range(n))
-
-
-def usd(value: str | None) -> str:
-    """How the page writes a report amount (the same rule as `nometer report`)."""
-    if value is None:
-        return "unpriced"
-    d = Decimal(value)
-    if d == 0:
-        return "$0.00"
-    a = abs(d)
-    q = Decimal("0.01") if a >= 1 else Decimal("0.0001") if a >= Decimal("0.01") else Decimal("0.000001")
-    r = a.quantize(q, rounding=ROUND_HALF_UP)
-    return ("-" if d < 0 else "") + (f"${r:,}" if r else "<$0.000001")
-
-
-@dataclass
-class World:
-    gateway: GatewayServer
-    fake: FakeUpstream
-    team_keys: dict[str, str]
-    hosted_requests: int
-    requests: int  # in the ledger, copies included
-
-    def report(self, by: str, key: str = ADMIN_KEY, since: str | None = "30d") -> dict[str, Any]:
-        params = {"by": by, **({"since": since} if since else {})}
-        r = httpx.get(
-            self.gateway.url + "/v1/nometer/report", params=params, headers={"authorization": f"Bearer {key}"}
-        )
-        assert r.status_code == 200, r.text
-        data: dict[str, Any] = r.json()
-        return data
 
 
 def replay(db: Path, per_weekday: int) -> int:
@@ -272,76 +239,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium (scripts/test.sh does)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
-
-
-def open_dashboard(
-    browser: Any, world: World, query: str = "", width: int = 1440, hold: list[Any] | None = None
-) -> tuple[Any, list[str], list[str]]:
-    """A fresh page on /dashboard (its own session storage), with console errors and every URL it
-    asked for. With ``hold``, report requests wait there (Playwright routes) until the test lets
-    them go with ``route.continue_()``."""
-    ctx = browser.new_context(
-        viewport={"width": width, "height": 1000},
-        device_scale_factor=1,
-        color_scheme="light",
-        timezone_id="UTC",
-        locale="en-US",
-    )
-    page = ctx.new_page()
-    errors: list[str] = []
-    urls: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("request", lambda r: urls.append(r.url))
-    if hold is not None:
-        page.route("**/v1/nometer/report?*", lambda route: hold.append(route))
-    page.goto(f"{world.gateway.url}/dashboard{query}")
-    return page, errors, urls
-
-
-def wait_ready(page: Any) -> None:
-    page.wait_for_selector("body[data-state=ready]", timeout=15_000)
-    page.wait_for_selector("[data-testid=backend]", timeout=15_000)
-
-
-def text(page: Any, selector: str) -> str:
-    return str(page.locator(selector).first.inner_text()).strip()
-
-
-def money_at(page: Any, selector: str) -> tuple[str, str]:
-    """(data-value, the figure as written) of a money element."""
-    loc = page.locator(selector).first
-    return loc.get_attribute("data-value"), str(loc.locator(".v").inner_text()).strip()
-
-
-def expect_money(page: Any, selector: str, value: str | None) -> None:
-    assert money_at(page, selector) == (value or "", usd(value)), selector
-
-
-def expect_ref_money(page: Any, selector: str, amounts: dict[str, str | None], ref: str) -> None:
-    """A group with no figure for ``ref`` (only hosted requests) shows a dash, not "unpriced"."""
-    if ref in amounts:
-        expect_money(page, selector, amounts[ref])
-    else:
-        assert money_at(page, selector) == ("", "\u2013"), selector
-
-
-def expect_table(page: Any, dim: str, rep: dict[str, Any], ref: str) -> None:
-    for g in rep["groups"]:
-        if g["key"] is None and dim == "tag":
-            continue
-        row = f'[data-testid=table-{dim}] tr[data-key="{g["key"] or ""}"]'
-        assert text(page, f"{row} [data-col=requests]") == f"{g['requests']:,}"
-        expect_money(page, f"{row} [data-col=local] .money", g["local_cost_usd"]["total"])
-        expect_ref_money(page, f"{row} [data-col=cloud] .money", g["cloud_cost_usd"], ref)
-        expect_ref_money(page, f"{row} [data-col=savings] .money", g["savings_usd"], ref)
 
 
 def test_dashboard_is_self_contained_and_public(world: World) -> None:
@@ -603,60 +502,3 @@ def test_grafana_dashboard_queries_real_metrics(world: World) -> None:
                 <= samples
             )
     assert board["uid"] == "nometer" and board["title"]
-
-
-@pytest.mark.chromium
-def test_empty_ledger_and_unpriced_reference(tmp_path: Path, browser: Any) -> None:
-    """Before any traffic the page says so; a reference the price table lacks reads "unpriced", never $0."""
-    with FakeUpstream() as fake:
-        with GatewayServer(
-            gateway_settings(tmp_path, [fake.base_url], meter={"references": ["gpt-4.1", "acme-private-llm"]})
-        ) as g:
-            w = World(g, fake, {}, 0, 0)
-            page, errors, _ = open_dashboard(browser, w)
-            try:
-                wait_ready(page)
-                assert text(page, "[data-testid=kpi-savings]") == "\u2013"
-                assert text(page, "[data-testid=kpi-requests]") == "0"
-                assert "No requests" in text(page, "[data-testid=table-team]")
-                assert page.get_attribute("[data-testid=chart-savings] svg", "data-points") == "31"
-                httpx.post(
-                    g.base_url + "/chat/completions",
-                    headers={"x-nometer-tag": "t1"},
-                    json={"model": "fake-model", "messages": [{"role": "user", "content": "hello there"}]},
-                )
-                g.wait_rows(1)
-                page.reload()
-                wait_ready(page)
-                page.select_option("[data-testid=reference-select]", "acme-private-llm")
-                page.wait_for_selector("[data-testid=kpi-savings] .unpriced")
-                rep = httpx.get(g.url + "/v1/nometer/report", params={"by": "tag", "since": "30d"}).json()
-                assert rep["totals"]["savings_usd"]["acme-private-llm"] is None
-                for sel in (
-                    "[data-testid=kpi-savings]",
-                    "[data-testid=kpi-cloud]",
-                    '[data-testid=table-tag] tr[data-key="t1"] [data-col=savings] .money',
-                    '[data-testid=reference-row][data-ref="acme-private-llm"] .rcost .money',
-                ):
-                    assert money_at(page, sel) == ("", "unpriced"), sel
-                assert "ref=acme-private-llm" in page.url
-                assert page.get_attribute("[data-testid=proof-state]", "data-state") == "unverified"
-                # a row written outside the hash chain is flagged, never summed silently
-                with sqlite3.connect(g.db_path) as c:
-                    c.row_factory = sqlite3.Row
-                    e = dict(c.execute("SELECT * FROM usage_events").fetchone())
-                    row = {k: v for k, v in e.items() if k not in ("id", *CHAIN_COLUMNS)}
-                    row |= {"uid": "forged", "request_id": "forged-1"}
-                    c.execute(
-                        f"INSERT INTO usage_events ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                        list(row.values()),
-                    )
-                page.reload()
-                wait_ready(page)
-                warn = page.locator("[data-testid=proof-unchained]")
-                assert warn.is_visible() and warn.get_attribute("data-requests") == "1"
-                assert "1 requests outside the hash chain" in warn.inner_text()
-                assert text(page, "[data-testid=kpi-requests]") == "2"  # summed, but flagged
-                assert errors == []
-            finally:
-                page.context.close()
