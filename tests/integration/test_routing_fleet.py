@@ -100,7 +100,11 @@ def test_round_robin_spreads_a_tenant_over_every_backend(tmp_path: Path, fleet: 
 
 def test_a_hot_prefix_spreads_when_its_backend_saturates(tmp_path: Path, fleet: SimFleet) -> None:
     """48 requests of one tenant at once, each long enough to stay in flight: bounded load must
-    hand some to other backends, while the tenant's backend still takes the largest share."""
+    hand some to other backends, while the tenant's backend keeps a large share. With
+    load_factor 2 over 4 backends no backend holds more than half of what is in flight (plus
+    one), so the home and the ring's next backend end near a tie: which of the two has one more
+    is the order the requests happened to arrive in (asserting "home has the most" failed on a
+    tie about half the time under load)."""
     with _gateway(tmp_path, fleet, policy="prefix") as g:
         home = httpx.post(f"{g.base_url}/chat/completions", json=_chat(7, "warm"), timeout=30).headers[
             "x-sim-server"
@@ -118,8 +122,10 @@ def test_a_hot_prefix_spreads_when_its_backend_saturates(tmp_path: Path, fleet: 
             return [r.headers["x-sim-server"] for r in rs]
 
         counts = Counter(asyncio.run(burst()))
-    assert len(counts) > 1, counts
-    assert counts.most_common(1)[0][0] == home
+    assert len(counts) > 1, counts  # spread
+    n = sum(counts.values())
+    assert n // 3 <= counts[home] <= n // 2 + 1, counts  # a large share (least-loaded: n/4), bounded
+    assert max(counts.values()) <= n // 2 + 1, counts  # no backend over its bound
 
 
 def test_an_ejected_backend_is_skipped_then_returns(tmp_path: Path, fleet: SimFleet) -> None:
