@@ -290,15 +290,17 @@ def create_app(settings: Settings) -> NometerApp:
         try:
             yield
         finally:
-            announce.cancel()
-            if sampler is not None:
-                await sampler.stop()
-            await rt.pool.stop()
-            for m in rt.managed:
-                await m.stop()
-            await rt.recorder.stop()
-            await rt.governance.stop()
-            await rt.store.close()
+            try:
+                announce.cancel()
+                if sampler is not None:
+                    await sampler.stop()
+                await rt.pool.stop()
+                for m in rt.managed:
+                    await m.stop()
+                await rt.recorder.stop()
+                await rt.governance.stop()
+            finally:  # even on a forced exit: aiosqlite's thread would keep the process alive
+                await rt.store.close()
             log.info(
                 "nometer stopped; ledger: %d written, %d still in the spool, %d dropped",
                 rt.recorder.written,

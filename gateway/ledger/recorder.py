@@ -408,12 +408,19 @@ class Recorder:
         self._stopping.set()
         self._batching.set()  # the spiller sees the stop
         self._wake.set()
-        if self._task is not None:
-            await self._task  # finishes its current batch; never cancelled mid-write
-            self._task = None
-        if self._spiller is not None:
-            await self._spiller
-            self._spiller = None
+        for name in ("_task", "_spiller"):
+            task: asyncio.Task[None] | None = getattr(self, name)
+            setattr(self, name, None)
+            if task is None:
+                continue
+            try:
+                await task  # finishes its current batch; never cancelled mid-write by us
+            except asyncio.CancelledError:
+                # A forced exit (a second Ctrl-C: asyncio.run cancels every task) cancelled the
+                # writer itself: go on, what is queued is still written or spooled below. If only
+                # this stop is being cancelled, give way.
+                if not task.cancelled():
+                    raise
         await self.flush()
         await asyncio.to_thread(self.spool.close_intake)  # what its thread held is on disk now
         await self._meter_intake(stopping=True)
