@@ -44,9 +44,8 @@ from pricing.tokens import (
 )
 
 PICO = Decimal(10) ** 12
-_MEMO_MAX = (
-    4096  # entries of the meter's per-name lookups (reference names are few; requested ones the client's)
-)
+# entries of the meter's per-name lookups (reference names are few; requested ones are the client's)
+_MEMO_MAX = 4096
 _CHAT = "/v1/chat/completions"
 # the endpoints the shadow meter prices (answers there can carry their cost: gateway/http/cost.py)
 METERED = frozenset({_CHAT, "/v1/completions", "/v1/responses", "/v1/embeddings", anthropic.MESSAGES})

@@ -149,8 +149,8 @@ class MeterPool:
 
     def _spawn(self) -> tuple[Connection, Connection]:
         ctx = multiprocessing.get_context("spawn")
-        # two one-way pipes: the loop watches the results pipe (which makes its fd non-blocking);
-        # the requests pipe stays blocking, so a write waits for the worker to drain it
+        # two one-way pipes: the loop watches the results pipe (its fd non-blocking); the requests
+        # pipe stays blocking, written on the loop only when the whole frame fits its buffer
         results, results_w = ctx.Pipe(duplex=False)
         requests_r, requests = ctx.Pipe(duplex=False)
         config = self.config if self.config.parent_pid else replace(self.config, parent_pid=os.getpid())
@@ -189,14 +189,15 @@ class MeterPool:
                 raise MeterWorkerError(str(value))
             return value
 
-    def _drop(self) -> None:
-        """Forget the worker (dead or failing): the next call spawns a new one."""
+    def _drop(self, *, kill: bool = True) -> None:
+        """Forget the worker (dead or failing; ``kill=False``: stopping): the next call spawns a
+        new one."""
         conns, proc = self._conn, self._proc
         self._conn = self._proc = None
         if conns is not None:
             for c in conns:
                 c.close()  # a live worker reads EOF and exits
-        if proc is not None and proc.is_alive():
+        if kill and proc is not None and proc.is_alive():
             proc.kill()
 
     async def start(self) -> None:
@@ -224,16 +225,9 @@ class MeterPool:
 
     async def close(self) -> None:
         proc = self._proc
-        self._drop_gently()
+        self._drop(kill=False)  # EOF: the worker's loop ends
         if proc is not None:
             await asyncio.to_thread(_reap, proc)
-
-    def _drop_gently(self) -> None:
-        conns = self._conn
-        self._conn = self._proc = None
-        if conns is not None:
-            for c in conns:
-                c.close()  # EOF: the worker's loop ends
 
 
 _PIPE_DEFAULT = 1 << 16  # Linux's default pipe buffer (elsewhere we assume one page: 4 KiB)
@@ -304,7 +298,6 @@ async def _read_frame(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
 def serve(config: MeterConfig, requests: Connection, results: Connection) -> None:
     """The worker's loop: one ``(verb, arg)`` at a time until the gateway closes the pipe."""
     init(config)
-    conn = results
     while True:
         try:
             raw = requests.recv_bytes()
@@ -318,6 +311,6 @@ def serve(config: MeterConfig, requests: Connection, results: Connection) -> Non
             log.exception("metering a batch failed in the meter process")
             out = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            conn.send_bytes(out)
+            results.send_bytes(out)
         except OSError:
             return
