@@ -7,17 +7,22 @@
   started they ERROR, never skip; ``NOMETER_SKIP_VLLM=1`` skips them (quick local runs only).
 - ``fake_upstream`` (function): the fault-injecting fake OpenAI upstream
   (``tests.support.fake_upstream``), shared by the session and reset before each test.
+- ``proof_fake`` / ``proof_sqlite`` (session): the ledger-proof tests' own fake upstream and the
+  SQLite ledger a real gateway wrote through it (``tests.support.proof``), built once; every test
+  works on a copy.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from gateway.backends.cpu_vllm import VllmError
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.proof import build_ledger
 from tests.support.vllm import VllmServer
 from tests.support.vllm_fleet import SPECS, VllmFleet
 
@@ -101,3 +106,16 @@ def fake_upstream(fake_upstream_server: FakeUpstream) -> FakeUpstream:
 
 
 # -- gateway fixtures (owned by the gateway; add below) ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def proof_fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def proof_sqlite(tmp_path_factory: pytest.TempPathFactory, proof_fake: FakeUpstream) -> Path:
+    tmp = tmp_path_factory.mktemp("proof-sqlite")
+    build_ledger(tmp, proof_fake, None)
+    return tmp

@@ -9,146 +9,29 @@ would, and checks what ``verify`` finds, in process (``gateway.meter.audit``) an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.ledger.chain import DELETED, EVENTS, INSERTED, PRICE_TABLE, REORDERED, SHADOWS, Finding
-from gateway.ledger.keystore import PostgresKeyStore, open_key_store
-from gateway.ledger.reader import open_reader
-from gateway.meter.audit import Audit, Auditor
+from gateway.meter.audit import Audit
 from gateway.meter.statement import month_period
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.gateway_server import GatewayServer, gateway_settings
-from tests.support.ledgers import Ledger, PostgresLedger, SQLiteLedger, copy_sqlite, pg_database
-
-ADMIN_ENV = "NOMETER_TEST_PROOF_ADMIN_KEY"
-ADMIN_KEY = "admin-secret-proof"
-MSG = [{"role": "user", "content": "name three prime numbers"}]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Env:
-    """One ledger to work on: its database, its price directory and its signing key."""
-
-    kind: str
-    db: str
-    prices: Path
-    key: Path
-    ledger: Ledger
-
-    def audit(self, since: float | None = None, until: float | None = None) -> Audit:
-        reader = open_reader(self.db)
-        try:
-            return Auditor(reader, self.prices, since, until).run()
-        finally:
-            reader.close()
-
-    def nometer(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "NOMETER_METER__PRICE_DIR": str(self.prices),
-            "NOMETER_LEDGER__SIGNING_KEY": str(self.key),
-        }
-        return subprocess.run(
-            [sys.executable, "-m", "gateway", *args, "--db", self.db],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env=env,
-            cwd=self.prices.parent,
-        )
-
-
-def make_traffic(g: GatewayServer, keys: dict[str, str]) -> None:
-    """Chat (plain and streamed), embeddings and an upstream error, from two teams, with tags."""
-    with httpx.Client(base_url=g.base_url, timeout=30) as c:
-
-        def post(path: str, team: str, rid: str, body: dict[str, Any], tag: str | None = None) -> None:
-            headers = {"authorization": f"Bearer {keys[team]}", "x-request-id": rid}
-            if tag:
-                headers["x-nometer-tag"] = tag
-            c.post(path, json=body, headers=headers)
-
-        for i in range(4):
-            team = ("research", "ops")[i % 2]
-            post(
-                "/chat/completions",
-                team,
-                f"chat-{i}",
-                {"model": "fake-model", "messages": MSG},
-                f"run-{i % 2}",
-            )
-        post(
-            "/chat/completions",
-            "research",
-            "stream-1",
-            {"model": "fake-model", "messages": MSG, "stream": True},
-        )
-        post("/embeddings", "ops", "emb-1", {"model": "fake-model", "input": ["a b c"]}, "index")
-        post("/chat/completions", "ops", "err-1", {"model": "fault-500", "messages": MSG})
-    deadline = time.monotonic() + 60  # the meter process's first batch waits for it to start
-    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-    while (n := httpx.get(g.url + "/v1/nometer/report", headers=admin).json()["totals"]["requests"]) < 7:
-        assert time.monotonic() < deadline, f"the recorder wrote {n} of 7 rows"
-        time.sleep(0.05)
-
-
-def build_ledger(tmp: Path, fake: FakeUpstream, url: str | None) -> None:
-    os.environ[ADMIN_ENV] = ADMIN_KEY
-    db = tmp / "ledger.db"
-    store = open_key_store(db, url)
-    keys = {team: store.create(team)[0] for team in ("research", "ops")}
-    if isinstance(store, PostgresKeyStore):
-        store.close()
-    ledger: dict[str, Any] = {"path": str(db)} | ({"url": url} if url else {})
-    settings = gateway_settings(
-        tmp, [fake.base_url], auth={"mode": "keys", "admin_key_env": ADMIN_ENV}, ledger=ledger
-    )
-    with GatewayServer(settings) as g:
-        make_traffic(g, keys)
-        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-        proof = httpx.get(g.url + "/v1/nometer/report", headers=admin).json()["integrity"]
-        assert [h["chain_id"] for h in proof["chain_heads"]] == [g.runtime.recorder.chain.chain_id]
-        assert proof["verify_state"] == "unverified"
-        bare = httpx.get(g.url + "/v1/nometer/report", params={"integrity": "0"}, headers=admin).json()
-        assert "integrity" not in bare
-    key = tmp / "nometer-signing.key"
-    assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600  # made by the gateway on first start
-    assert (tmp / "nometer-signing.key.pub").read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def base_sqlite(tmp_path_factory: pytest.TempPathFactory, fake_server: FakeUpstream) -> Path:
-    tmp = tmp_path_factory.mktemp("proof-sqlite")
-    build_ledger(tmp, fake_server, None)
-    return tmp
+from tests.support.ledgers import PostgresLedger, SQLiteLedger, copy_sqlite, pg_database
+from tests.support.proof import Env, build_ledger
 
 
 @pytest.fixture(scope="module")
 def base_postgres(
-    tmp_path_factory: pytest.TempPathFactory, fake_server: FakeUpstream
+    tmp_path_factory: pytest.TempPathFactory, proof_fake: FakeUpstream
 ) -> Iterator[tuple[Path, str]]:
     tmp = tmp_path_factory.mktemp("proof-postgres")
     with pg_database() as url:
-        build_ledger(tmp, fake_server, url)
+        build_ledger(tmp, proof_fake, url)
         yield tmp, url
 
 
@@ -158,7 +41,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     import shutil
 
     if request.param == "sqlite":
-        base: Path = request.getfixturevalue("base_sqlite")
+        base: Path = request.getfixturevalue("proof_sqlite")
         db = copy_sqlite(base / "ledger.db", tmp_path / "ledger.db")
         for name in ("nometer-signing.key", "nometer-signing.key.pub"):
             shutil.copy2(base / name, tmp_path / name)
@@ -532,98 +415,3 @@ def test_focus_export_adds_up_to_the_report(env: Env, tmp_path: Path) -> None:
         assert sum(Decimal(r["BilledCost"]) for r in mine) == Decimal(
             by_team[team]["local_cost_usd"]["total"]
         )
-
-
-# -- a ledger from before the chain ----------------------------------------------------------------
-
-
-def test_an_old_ledger_is_reported_unchained_never_as_proven(
-    tmp_path: Path, fake_server: FakeUpstream, base_sqlite: Path
-) -> None:
-    """Rows written before the chain existed (schema 4) stay readable and summed, but verify calls
-    them unchained and the report flags them with the amounts they carry."""
-    import shutil
-    import sqlite3
-
-    from gateway.ledger import schema
-
-    db = tmp_path / "ledger.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for version in (1, 2, 3, 4):
-        for stmt in schema.statements("sqlite", version):
-            conn.execute(stmt)
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-    src = SQLiteLedger(base_sqlite / "ledger.db")
-    chained = ("id", "chain_id", "chain_seq", "sealed_at", "chain_prev", "chain_digest")
-    # only the columns a schema-4 ledger had (later migrations added more)
-    old_cols = {
-        t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in ("usage_events", "shadow_costs")
-    }
-    legacy_cloud = 0
-    for rid in ("chat-0", "chat-1"):  # as a gateway before the chain wrote them
-        e = {k: v for k, v in src.query("SELECT * FROM usage_events WHERE request_id = ?", [rid])[0].items()}
-        for s in src.query("SELECT * FROM shadow_costs WHERE event_uid = ?", [e["uid"]]):
-            row = {k: v for k, v in s.items() if k not in chained and k in old_cols["shadow_costs"]} | {
-                "event_uid": f"legacy-{e['uid']}"
-            }
-            conn.execute(
-                f"INSERT INTO shadow_costs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                list(row.values()),
-            )
-            legacy_cloud += s["cloud_pusd"] if s["ref_model"] == "gpt-4.1" else 0
-        row = {k: v for k, v in e.items() if k not in chained and k in old_cols["usage_events"]} | {
-            "uid": f"legacy-{e['uid']}",
-            "request_id": f"legacy-{rid}",
-        }
-        conn.execute(
-            f"INSERT INTO usage_events ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-            list(row.values()),
-        )
-    conn.close()
-    src.close()
-    shutil.copytree(base_sqlite / "prices", tmp_path / "prices")
-    with GatewayServer(gateway_settings(tmp_path, [fake_server.base_url])) as g:
-        httpx.post(
-            g.base_url + "/chat/completions",
-            json={"model": "fake-model", "messages": MSG},
-            headers={"x-request-id": "new-1"},
-        )
-        g.wait_rows(3)
-    env = Env("sqlite", str(db), tmp_path / "prices", tmp_path / "nometer-signing.key", SQLiteLedger(db))
-    try:
-        out = env.nometer("verify")
-        assert out.returncode == 0, out.stdout  # not a tampering...
-        assert (
-            "UNCHAINED table=usage_events: 2 rows (ids 1..2) were written before the hash chain existed"
-            in out.stdout
-        )
-        assert "UNCHAINED table=shadow_costs: 6 rows (ids 1..6)" in out.stdout
-        assert (
-            "8 rows UNCHAINED (written before the chain existed: not proven)" in out.stdout
-        )  # ...nor proven
-        rep = json.loads(env.nometer("report", "--format", "json").stdout)
-        assert rep["totals"]["requests"] == 3  # still summed, and flagged with what they carry
-        un = rep["integrity"]["unchained"]
-        assert (un["requests"], un["cost_rows"]) == (2, 6) and "not proven" in un["note"]
-        from decimal import Decimal
-
-        assert Decimal(un["cloud_cost_usd"]["gpt-4.1"]) == Decimal(legacy_cloud) / 10**12
-        assert len(rep["integrity"]["chain_heads"]) == 1
-        table = env.nometer("report").stdout
-        assert "WARNING: 2 requests and 6 cost rows in this period are outside the hash chain" in table
-        assert "ledger proof: verified" in table
-        # a row added later without a chain is no legacy row: it is an insertion
-        e = env.ledger.query("SELECT * FROM usage_events WHERE request_id = 'legacy-chat-0'")[0]
-        row = {k: v for k, v in e.items() if k not in chained} | {"uid": "forged", "request_id": "forged-1"}
-        env.ledger.execute(
-            f"INSERT INTO usage_events ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-            list(row.values()),
-        )
-        out = env.nometer("verify")
-        assert out.returncode == 1 and "INSERTED table=usage_events id=4 request=forged-1" in out.stdout, (
-            out.stdout
-        )
-        assert "VERIFICATION FAILED" in env.nometer("report").stdout
-    finally:
-        env.ledger.close()
